@@ -1,0 +1,10 @@
+//! The wire protocol between a lane and the gateway.
+//!
+//! Both sides link this crate, so there is exactly one definition of the bytes that are
+//! hashed and signed: the canonical JSON encoding ([`canonical`]), the signed, hash-chained
+//! journal entry ([`journal`]) and the payload types that entries carry ([`payload`]).
+//! The format is written down for other implementations in `docs/journal.md`.
+
+pub mod canonical;
+pub mod journal;
+pub mod payload;
