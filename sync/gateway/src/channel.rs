@@ -100,7 +100,13 @@ pub trait Channel: Send + Sync + fmt::Debug {
     /// Which rail this is.
     fn pay_type(&self) -> PayType;
     /// Charges a customer-presented code (付款码).
-    fn pay_with_code(&self, trade_no: &str, auth_code: &str, amount_fen: i64, now_ms: i64) -> Result<PayOutcome, ChannelError>;
+    fn pay_with_code(
+        &self,
+        trade_no: &str,
+        auth_code: &str,
+        amount_fen: i64,
+        now_ms: i64,
+    ) -> Result<PayOutcome, ChannelError>;
     /// Creates the trade at the channel when its dynamic QR is scanned.
     fn precreate(&self, trade_no: &str, amount_fen: i64, now_ms: i64) -> Result<(), ChannelError>;
     /// Asks for a trade's status.
@@ -111,7 +117,13 @@ pub trait Channel: Send + Sync + fmt::Debug {
     /// Returns the amount refunded by the reverse, in fen.
     fn reverse(&self, trade_no: &str, now_ms: i64) -> Result<i64, ChannelError>;
     /// Refunds part or all of a paid trade; idempotent by `refund_no`.
-    fn refund(&self, trade_no: &str, refund_no: &str, amount_fen: i64, now_ms: i64) -> Result<(), ChannelError>;
+    fn refund(
+        &self,
+        trade_no: &str,
+        refund_no: &str,
+        amount_fen: i64,
+        now_ms: i64,
+    ) -> Result<(), ChannelError>;
     /// The bill (CSV) of money movements in `[from_ms, to_ms)`.
     fn bill(&self, from_ms: i64, to_ms: i64) -> Result<String, ChannelError>;
 }
@@ -247,11 +259,15 @@ impl SandboxDb {
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.execute_batch(SANDBOX_SCHEMA)?;
-        Ok(Self { connection: Mutex::new(connection) })
+        Ok(Self {
+            connection: Mutex::new(connection),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -275,8 +291,18 @@ struct Trade {
 
 impl SandboxChannel {
     /// A sandbox for `pay_type` over `db`.
-    pub fn new(pay_type: PayType, seed: u64, config: SandboxChannelConfig, db: Arc<SandboxDb>) -> Self {
-        Self { pay_type, seed, config, db }
+    pub fn new(
+        pay_type: PayType,
+        seed: u64,
+        config: SandboxChannelConfig,
+        db: Arc<SandboxDb>,
+    ) -> Self {
+        Self {
+            pay_type,
+            seed,
+            config,
+            db,
+        }
     }
 
     fn rng_for(&self, trade_no: &str) -> rand::rngs::StdRng {
@@ -315,7 +341,13 @@ impl SandboxChannel {
             .optional()?)
     }
 
-    fn set_state(&self, connection: &Connection, trade_no: &str, state: &str, paid_at_ms: Option<i64>) -> Result<(), ChannelError> {
+    fn set_state(
+        &self,
+        connection: &Connection,
+        trade_no: &str,
+        state: &str,
+        paid_at_ms: Option<i64>,
+    ) -> Result<(), ChannelError> {
         connection.execute(
             "UPDATE sandbox_trades SET state = ?1, paid_at_ms = COALESCE(?2, paid_at_ms) WHERE pay_type = ?3 AND trade_no = ?4",
             params![state, paid_at_ms, self.pay_type.as_str(), trade_no],
@@ -323,7 +355,15 @@ impl SandboxChannel {
         Ok(())
     }
 
-    fn ledger(&self, connection: &Connection, trade_no: &str, kind: &str, reference: &str, amount_fen: i64, at_ms: i64) -> Result<(), ChannelError> {
+    fn ledger(
+        &self,
+        connection: &Connection,
+        trade_no: &str,
+        kind: &str,
+        reference: &str,
+        amount_fen: i64,
+        at_ms: i64,
+    ) -> Result<(), ChannelError> {
         connection.execute(
             "INSERT OR IGNORE INTO sandbox_ledger (pay_type, trade_no, kind, reference, amount_fen, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![self.pay_type.as_str(), trade_no, kind, reference, amount_fen, at_ms],
@@ -332,7 +372,12 @@ impl SandboxChannel {
     }
 
     /// Lets time act on a trade: a user who confirms does so at `confirm_at_ms`.
-    fn settle(&self, connection: &Connection, trade_no: &str, now_ms: i64) -> Result<Option<Trade>, ChannelError> {
+    fn settle(
+        &self,
+        connection: &Connection,
+        trade_no: &str,
+        now_ms: i64,
+    ) -> Result<Option<Trade>, ChannelError> {
         let Some(mut trade) = self.load(connection, trade_no)? else {
             return Ok(None);
         };
@@ -341,7 +386,14 @@ impl SandboxChannel {
             && confirm_at_ms <= now_ms
         {
             self.set_state(connection, trade_no, "SUCCESS", Some(confirm_at_ms))?;
-            self.ledger(connection, trade_no, "PAY", trade_no, trade.amount_fen, confirm_at_ms)?;
+            self.ledger(
+                connection,
+                trade_no,
+                "PAY",
+                trade_no,
+                trade.amount_fen,
+                confirm_at_ms,
+            )?;
             trade.state = "SUCCESS".to_owned();
             trade.paid_at_ms = Some(confirm_at_ms);
         }
@@ -362,7 +414,11 @@ impl SandboxChannel {
         } else if roll(self.config.unknown_percent) {
             Scenario::UnknownCommitted
         } else if roll(self.config.confirm_percent) {
-            if roll(self.config.never_confirm_percent) { Scenario::NeverConfirms } else { Scenario::UserConfirms }
+            if roll(self.config.never_confirm_percent) {
+                Scenario::NeverConfirms
+            } else {
+                Scenario::UserConfirms
+            }
         } else {
             Scenario::Immediate
         };
@@ -373,11 +429,20 @@ impl SandboxChannel {
     pub fn wallet_confirm(&self, trade_no: &str, now_ms: i64) -> Result<i64, ChannelError> {
         self.simulate_latency();
         let connection = self.db.lock();
-        let trade = self.settle(&connection, trade_no, now_ms)?.ok_or(ChannelError::TradeNotFound)?;
+        let trade = self
+            .settle(&connection, trade_no, now_ms)?
+            .ok_or(ChannelError::TradeNotFound)?;
         match trade.state.as_str() {
             "WAIT_BUYER" => {
                 self.set_state(&connection, trade_no, "SUCCESS", Some(now_ms))?;
-                self.ledger(&connection, trade_no, "PAY", trade_no, trade.amount_fen, now_ms)?;
+                self.ledger(
+                    &connection,
+                    trade_no,
+                    "PAY",
+                    trade_no,
+                    trade.amount_fen,
+                    now_ms,
+                )?;
                 Ok(now_ms)
             }
             "SUCCESS" => Ok(trade.paid_at_ms.unwrap_or(now_ms)),
@@ -391,7 +456,9 @@ impl SandboxChannel {
     pub fn wallet_decline(&self, trade_no: &str, now_ms: i64) -> Result<(), ChannelError> {
         self.simulate_latency();
         let connection = self.db.lock();
-        let trade = self.settle(&connection, trade_no, now_ms)?.ok_or(ChannelError::TradeNotFound)?;
+        let trade = self
+            .settle(&connection, trade_no, now_ms)?
+            .ok_or(ChannelError::TradeNotFound)?;
         match trade.state.as_str() {
             "WAIT_BUYER" | "DECLINED" => self.set_state(&connection, trade_no, "DECLINED", None),
             "SUCCESS" => Err(ChannelError::AlreadyPaid),
@@ -406,7 +473,13 @@ impl Channel for SandboxChannel {
         self.pay_type
     }
 
-    fn pay_with_code(&self, trade_no: &str, auth_code: &str, amount_fen: i64, now_ms: i64) -> Result<PayOutcome, ChannelError> {
+    fn pay_with_code(
+        &self,
+        trade_no: &str,
+        auth_code: &str,
+        amount_fen: i64,
+        now_ms: i64,
+    ) -> Result<PayOutcome, ChannelError> {
         self.simulate_latency();
         if crate::model::check_auth_code(self.pay_type, auth_code).is_err() {
             return Err(ChannelError::AuthCodeInvalid);
@@ -426,7 +499,9 @@ impl Channel for SandboxChannel {
         }
         let (scenario, think_time_ms) = self.pick_scenario(trade_no, amount_fen);
         let (state, confirm_at_ms, paid_at_ms) = match scenario {
-            Scenario::Immediate | Scenario::UnknownCommitted | Scenario::Silent => ("SUCCESS", None, Some(now_ms)),
+            Scenario::Immediate | Scenario::UnknownCommitted | Scenario::Silent => {
+                ("SUCCESS", None, Some(now_ms))
+            }
             Scenario::UserConfirms => ("PAYING", Some(now_ms + think_time_ms), None),
             Scenario::NeverConfirms => ("PAYING", None, None),
             Scenario::Declined => ("DECLINED", None, None),
@@ -476,7 +551,9 @@ impl Channel for SandboxChannel {
         Ok(match trade.state.as_str() {
             "WAIT_BUYER" => TradeStatus::WaitBuyer,
             "PAYING" => TradeStatus::Paying,
-            "SUCCESS" => TradeStatus::Success { paid_at_ms: trade.paid_at_ms.unwrap_or(now_ms) },
+            "SUCCESS" => TradeStatus::Success {
+                paid_at_ms: trade.paid_at_ms.unwrap_or(now_ms),
+            },
             "CLOSED" => TradeStatus::Closed,
             "DECLINED" => TradeStatus::Declined,
             _ => TradeStatus::Reversed,
@@ -497,7 +574,9 @@ impl Channel for SandboxChannel {
                 Ok(())
             }
             Some(trade) => match trade.state.as_str() {
-                "WAIT_BUYER" | "CLOSED" | "DECLINED" => self.set_state(&connection, trade_no, "CLOSED", None),
+                "WAIT_BUYER" | "CLOSED" | "DECLINED" => {
+                    self.set_state(&connection, trade_no, "CLOSED", None)
+                }
                 "SUCCESS" => Err(ChannelError::AlreadyPaid),
                 "PAYING" => Err(ChannelError::NotAllowed("PAYING")),
                 _ => Err(ChannelError::NotAllowed("REVERSED")),
@@ -534,7 +613,14 @@ impl Channel for SandboxChannel {
                 )?;
                 let back = trade.amount_fen - refunded;
                 self.set_state(&connection, trade_no, "REVERSED", None)?;
-                self.ledger(&connection, trade_no, "REVERSE_REFUND", trade_no, back, now_ms)?;
+                self.ledger(
+                    &connection,
+                    trade_no,
+                    "REVERSE_REFUND",
+                    trade_no,
+                    back,
+                    now_ms,
+                )?;
                 Ok(back)
             }
             "REVERSED" => {
@@ -555,10 +641,18 @@ impl Channel for SandboxChannel {
         }
     }
 
-    fn refund(&self, trade_no: &str, refund_no: &str, amount_fen: i64, now_ms: i64) -> Result<(), ChannelError> {
+    fn refund(
+        &self,
+        trade_no: &str,
+        refund_no: &str,
+        amount_fen: i64,
+        now_ms: i64,
+    ) -> Result<(), ChannelError> {
         self.simulate_latency();
         let connection = self.db.lock();
-        let trade = self.settle(&connection, trade_no, now_ms)?.ok_or(ChannelError::TradeNotFound)?;
+        let trade = self
+            .settle(&connection, trade_no, now_ms)?
+            .ok_or(ChannelError::TradeNotFound)?;
         if trade.state != "SUCCESS" {
             return Err(ChannelError::NotAllowed("NOT_PAID"));
         }
@@ -580,7 +674,14 @@ impl Channel for SandboxChannel {
         if refunded + amount_fen > trade.amount_fen {
             return Err(ChannelError::RefundExceedsPaid);
         }
-        self.ledger(&connection, trade_no, "REFUND", refund_no, amount_fen, now_ms)
+        self.ledger(
+            &connection,
+            trade_no,
+            "REFUND",
+            refund_no,
+            amount_fen,
+            now_ms,
+        )
     }
 
     fn bill(&self, from_ms: i64, to_ms: i64) -> Result<String, ChannelError> {
@@ -590,12 +691,22 @@ impl Channel for SandboxChannel {
              WHERE pay_type = ?1 AND at_ms >= ?2 AND at_ms < ?3 ORDER BY at_ms, trade_no, kind, reference",
         )?;
         let rows = statement.query_map(params![self.pay_type.as_str(), from_ms, to_ms], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, i64>(3)?, row.get::<_, i64>(4)?))
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+            ))
         })?;
         let mut csv = String::from("channel,trade_no,kind,reference,amount,time\n");
         for row in rows {
             let (trade_no, kind, reference, amount_fen, at_ms) = row?;
-            let signed = if kind == "PAY" { amount_fen } else { -amount_fen };
+            let signed = if kind == "PAY" {
+                amount_fen
+            } else {
+                -amount_fen
+            };
             csv.push_str(&format!(
                 "{},{trade_no},{kind},{reference},{},{}\n",
                 self.pay_type.as_str(),
@@ -614,22 +725,37 @@ mod tests {
     fn sandbox(pay_type: PayType) -> (tempfile::TempDir, SandboxChannel) {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(SandboxDb::open(&dir.path().join("sandbox.sqlite")).unwrap());
-        (dir, SandboxChannel::new(pay_type, 7, SandboxChannelConfig::default(), db))
+        (
+            dir,
+            SandboxChannel::new(pay_type, 7, SandboxChannelConfig::default(), db),
+        )
     }
 
     #[test]
     fn codes_are_single_use_even_after_a_decline() {
         let (_dir, channel) = sandbox(PayType::Wechat);
         let code = "134567890123456789";
-        assert_eq!(channel.pay_with_code("T1", code, 1094, 0), Ok(PayOutcome::InsufficientBalance));
-        assert_eq!(channel.pay_with_code("T2", code, 1000, 0), Err(ChannelError::AuthCodeUsed));
-        assert_eq!(channel.pay_with_code("T3", "99", 1000, 0), Err(ChannelError::AuthCodeInvalid));
+        assert_eq!(
+            channel.pay_with_code("T1", code, 1094, 0),
+            Ok(PayOutcome::InsufficientBalance)
+        );
+        assert_eq!(
+            channel.pay_with_code("T2", code, 1000, 0),
+            Err(ChannelError::AuthCodeUsed)
+        );
+        assert_eq!(
+            channel.pay_with_code("T3", "99", 1000, 0),
+            Err(ChannelError::AuthCodeInvalid)
+        );
     }
 
     #[test]
     fn a_silent_late_payment_is_refunded_by_the_second_reverse() {
         let (_dir, channel) = sandbox(PayType::Alipay);
-        assert_eq!(channel.pay_with_code("T1", "2845678901234567", 1095, 0), Err(ChannelError::NoAnswer));
+        assert_eq!(
+            channel.pay_with_code("T1", "2845678901234567", 1095, 0),
+            Err(ChannelError::NoAnswer)
+        );
         assert_eq!(channel.query("T1", 5_000), Err(ChannelError::NoAnswer));
         assert_eq!(channel.reverse("T1", 60_000), Err(ChannelError::NoAnswer));
         assert_eq!(channel.reverse("T1", 65_000), Ok(1095));

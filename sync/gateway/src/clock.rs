@@ -9,6 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
+/// The longest single sleep on the system clock.
+const MAX_SYSTEM_SLEEP_MS: i64 = 60_000;
+
 /// A boxed future that resolves once a clock reaches a deadline.
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
@@ -19,7 +22,8 @@ pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 pub trait Clock: Send + Sync + fmt::Debug {
     /// Current time in milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
-    /// Resolves when `now_ms() >= deadline_ms` (immediately if it already is).
+    /// Resolves when `now_ms() >= deadline_ms` (immediately if it already is). May resolve
+    /// early; callers re-check the time.
     fn sleep_until(&self, deadline_ms: i64) -> Sleep;
 }
 
@@ -37,7 +41,11 @@ impl Clock for SystemClock {
     }
 
     fn sleep_until(&self, deadline_ms: i64) -> Sleep {
-        let wait_ms = deadline_ms.saturating_sub(self.now_ms()).max(0);
+        // Wake at least once a minute: if the wall clock jumps, callers re-check their deadline
+        // rather than oversleeping on a stale duration.
+        let wait_ms = deadline_ms
+            .saturating_sub(self.now_ms())
+            .clamp(0, MAX_SYSTEM_SLEEP_MS);
         let wait = Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0));
         Box::pin(tokio::time::sleep(wait))
     }
@@ -60,7 +68,8 @@ impl ManualClock {
     /// here, because the schedulers assume it does not). Returns the new time.
     pub fn advance(&self, delta_ms: i64) -> i64 {
         let delta_ms = delta_ms.max(0);
-        self.now_ms.send_modify(|now| *now = now.saturating_add(delta_ms));
+        self.now_ms
+            .send_modify(|now| *now = now.saturating_add(delta_ms));
         *self.now_ms.borrow()
     }
 

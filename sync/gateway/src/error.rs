@@ -67,12 +67,25 @@ pub struct ApiError {
 impl ApiError {
     /// A non-retryable error.
     pub fn new(class: ErrorClass, sub_code: &'static str, message: impl Into<String>) -> Self {
-        Self { class, sub_code, message: message.into(), retryable: false, http_status: None }
+        Self {
+            class,
+            sub_code,
+            message: message.into(),
+            retryable: false,
+            http_status: None,
+        }
     }
 
     /// A retryable error.
-    pub fn retryable(class: ErrorClass, sub_code: &'static str, message: impl Into<String>) -> Self {
-        Self { retryable: true, ..Self::new(class, sub_code, message) }
+    pub fn retryable(
+        class: ErrorClass,
+        sub_code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            retryable: true,
+            ..Self::new(class, sub_code, message)
+        }
     }
 
     /// 1001 with a sub-code.
@@ -105,7 +118,11 @@ pub enum StoreError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         tracing::error!(%error, "storage failure");
-        ApiError::retryable(ErrorClass::Busy, "SYSTEM_BUSY", "the gateway could not reach its database; retry later")
+        ApiError::retryable(
+            ErrorClass::Busy,
+            "SYSTEM_BUSY",
+            "the gateway could not reach its database; retry later",
+        )
     }
 }
 

@@ -1,1 +1,236 @@
-fn main() {}
+//! The `lanepay-gateway` binary: a thin clap CLI over the library. `serve` binds, prints the
+//! address as the first line of stdout and runs until SIGTERM or ctrl-c; `merchant add`
+//! registers a merchant and prints its secret (or the gateway's public key) as the last line.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use lanepay_gateway::channel::SandboxConfig;
+use lanepay_gateway::clock::{Clock, ManualClock, SystemClock};
+use lanepay_gateway::service::{Gateway, GatewayConfig, add_merchant};
+use lanepay_gateway::signing::SignType;
+
+/// Lanepay upstream gateway: merchant payment API, sandbox channels, async notify.
+#[derive(Debug, Parser)]
+#[command(name = "lanepay-gateway", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Manage merchants.
+    Merchant {
+        #[command(subcommand)]
+        command: MerchantCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Data directory (SQLite databases; created if missing).
+    #[arg(long)]
+    data: PathBuf,
+    /// Address to listen on; port 0 picks a free port. The address is printed as the first
+    /// line of stdout.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Unpaid orders close after this many seconds.
+    #[arg(long, default_value_t = 1_800)]
+    order_timeout_secs: u64,
+    /// Sandbox channel configuration (JSON: {"seed": N, "channels": {"wechat": {...}}}).
+    #[arg(long)]
+    sandbox_config: Option<PathBuf>,
+    /// Sandbox seed (overrides the one in --sandbox-config); the same seed replays a run.
+    #[arg(long)]
+    sandbox_seed: Option<u64>,
+    /// Bearer token for the operator endpoints under /admin (disabled without one).
+    #[arg(long, env = "LANEPAY_GATEWAY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Base URL payers reach this gateway at (pay_url points at its sandbox wallet page);
+    /// default http://LISTEN-ADDRESS.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Test only: run on a manual clock starting at this epoch millisecond, moved through
+    /// POST /test/clock/advance.
+    #[arg(long, hide = true)]
+    manual_clock_start_ms: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum MerchantCommand {
+    /// Register a merchant. Prints the HMAC secret, or for RSA-SHA256 the gateway's public key
+    /// as single-line base64 SPKI DER, alone on the last line.
+    Add(MerchantAddArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MerchantAddArgs {
+    /// Data directory of the gateway.
+    #[arg(long)]
+    data: PathBuf,
+    /// merchant_id (letters, digits, _ and -; at most 64).
+    #[arg(long)]
+    id: String,
+    /// Display name.
+    #[arg(long)]
+    name: String,
+    /// Signing algorithm, pinned for this merchant.
+    #[arg(long, value_parser = ["HMAC-SHA256", "RSA-SHA256"])]
+    sign_type: String,
+    /// The merchant's RSA public key (PEM) for RSA-SHA256.
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+    /// Hosts the merchant's notify_url may point at (repeat or list several).
+    #[arg(long, num_args = 1.., required = true)]
+    notify_host: Vec<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Merchant {
+            command: MerchantCommand::Add(args),
+        } => merchant_add(&args),
+    };
+    if let Err(error) = result {
+        eprintln!("lanepay-gateway: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn merchant_add(args: &MerchantAddArgs) -> Result<()> {
+    let sign_type: SignType = args.sign_type.parse()?;
+    let public_key = match &args.public_key {
+        Some(path) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
+        None => None,
+    };
+    if sign_type == SignType::RsaSha256 && public_key.is_none() {
+        bail!("--sign-type RSA-SHA256 needs --public-key FILE");
+    }
+    let printed = add_merchant(
+        &args.data,
+        &args.id,
+        &args.name,
+        sign_type,
+        public_key.as_deref(),
+        &args.notify_host,
+        SystemClock.now_ms(),
+    )
+    .context("registering the merchant")?;
+    let what = match sign_type {
+        SignType::HmacSha256 => "merchant secret (HMAC-SHA256 key; keep it secret):",
+        SignType::RsaSha256 => {
+            "gateway RSA public key (base64 SPKI DER; verify replies and notifies with it):"
+        }
+    };
+    println!("merchant {} registered ({sign_type})", args.id);
+    println!("{what}");
+    println!("{printed}");
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve_async(args))
+}
+
+async fn serve_async(args: ServeArgs) -> Result<()> {
+    let mut sandbox = match &args.sandbox_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str::<SandboxConfig>(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => SandboxConfig::default(),
+    };
+    if let Some(seed) = args.sandbox_seed {
+        sandbox.seed = seed;
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let manual_clock = args
+        .manual_clock_start_ms
+        .map(|start| Arc::new(ManualClock::new(start)));
+    let clock: Arc<dyn Clock> = match &manual_clock {
+        Some(manual) => manual.clone(),
+        None => Arc::new(SystemClock),
+    };
+    let order_timeout_ms =
+        i64::try_from(args.order_timeout_secs.saturating_mul(1_000)).unwrap_or(i64::MAX);
+    let config = GatewayConfig {
+        data_dir: args.data.clone(),
+        order_timeout_ms,
+        sandbox,
+        admin_token: args.admin_token.clone().filter(|token| !token.is_empty()),
+        public_base_url: args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}")),
+    };
+    let gateway = tokio::task::spawn_blocking(move || Gateway::open(config, clock))
+        .await
+        .context("opening the gateway")?
+        .with_context(|| format!("opening the data directory {}", args.data.display()))?;
+    // The first line of stdout is the address, alone: scripts and tests read it to connect.
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{address}")?;
+    stdout.flush()?;
+    tracing::info!(%address, data = %args.data.display(), manual_clock = manual_clock.is_some(), "gateway listening");
+    lanepay_gateway::run(listener, shutdown_signal(), Arc::new(gateway), manual_clock).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

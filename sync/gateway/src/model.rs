@@ -21,7 +21,12 @@ pub enum PayType {
 
 impl PayType {
     /// Every pay type, in a fixed order.
-    pub const ALL: [PayType; 4] = [PayType::Alipay, PayType::Wechat, PayType::Unionpay, PayType::Card];
+    pub const ALL: [PayType; 4] = [
+        PayType::Alipay,
+        PayType::Wechat,
+        PayType::Unionpay,
+        PayType::Card,
+    ];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
@@ -44,7 +49,10 @@ impl FromStr for PayType {
     type Err = ();
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        PayType::ALL.into_iter().find(|pay_type| pay_type.as_str() == text).ok_or(())
+        PayType::ALL
+            .into_iter()
+            .find(|pay_type| pay_type.as_str() == text)
+            .ok_or(())
     }
 }
 
@@ -135,7 +143,10 @@ impl OrderState {
 
     /// Whether the merchant is told about entering this state by async notify.
     pub fn is_notified(self) -> bool {
-        matches!(self, OrderState::Success | OrderState::Failed | OrderState::Revoked | OrderState::Closed)
+        matches!(
+            self,
+            OrderState::Success | OrderState::Failed | OrderState::Revoked | OrderState::Closed
+        )
     }
 }
 
@@ -149,7 +160,10 @@ impl FromStr for OrderState {
     type Err = ();
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        OrderState::ALL.into_iter().find(|state| state.as_str() == text).ok_or(())
+        OrderState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or(())
     }
 }
 
@@ -305,7 +319,12 @@ mod tests {
 
     #[test]
     fn terminal_states_have_no_exits() {
-        for from in [OrderState::Closed, OrderState::Failed, OrderState::Revoked, OrderState::Refund] {
+        for from in [
+            OrderState::Closed,
+            OrderState::Failed,
+            OrderState::Revoked,
+            OrderState::Refund,
+        ] {
             for to in OrderState::ALL {
                 assert!(!from.can_become(to), "{from} -> {to}");
             }

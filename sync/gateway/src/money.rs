@@ -80,7 +80,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -139,7 +143,9 @@ mod tests {
         assert_eq!(parse_yuan("12.3"), Ok(1230));
         assert_eq!(parse_yuan("12.34"), Ok(1234));
         assert_eq!(parse_yuan("10000000.00"), Ok(MAX_AMOUNT_FEN));
-        for bad in ["", "1.", ".5", "01", "1.234", "-1", "+1", "1e3", "1,00", " 1", "0x10", "１"] {
+        for bad in [
+            "", "1.", ".5", "01", "1.234", "-1", "+1", "1e3", "1,00", " 1", "0x10", "１",
+        ] {
             assert_eq!(parse_yuan(bad), Err(AmountError::Format), "{bad:?}");
         }
         assert_eq!(parse_yuan("0.00"), Err(AmountError::Zero));
@@ -150,7 +156,10 @@ mod tests {
     #[test]
     fn formats_beijing_times_and_days() {
         // 2024-10-28 12:34:56 Beijing = 04:34:56 UTC.
-        assert_eq!(format_beijing_time(1_730_090_096_000), "2024-10-28 12:34:56");
+        assert_eq!(
+            format_beijing_time(1_730_090_096_000),
+            "2024-10-28 12:34:56"
+        );
         let (start, end) = beijing_day_range_ms("2024-10-28").unwrap();
         assert_eq!(format_beijing_time(start), "2024-10-28 00:00:00");
         assert_eq!(format_beijing_time(end - 1_000), "2024-10-28 23:59:59");

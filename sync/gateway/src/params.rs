@@ -23,7 +23,9 @@ pub enum ParamsError {
     #[error("parameter name {0:?} is invalid: use lowercase letters, digits and _ (at most 64)")]
     BadKey(String),
     /// A value is an object, array or non-integer number.
-    #[error("parameter {0:?} must be a string, an integer or a boolean (amounts are strings like \"12.34\")")]
+    #[error(
+        "parameter {0:?} must be a string, an integer or a boolean (amounts are strings like \"12.34\")"
+    )]
     BadValue(String),
     /// A value is longer than the limit.
     #[error("parameter {0:?} is longer than 2048 characters")]
@@ -50,7 +52,9 @@ pub fn from_json_object(value: &Value) -> Result<BTreeMap<String, String>, Param
     for (key, value) in object {
         let key_ok = !key.is_empty()
             && key.len() <= MAX_KEY_LEN
-            && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !key_ok {
             return Err(ParamsError::BadKey(key.clone()));
         }
@@ -80,7 +84,10 @@ mod tests {
             from_json_object(&json!({"total_amount": 1.5})),
             Err(ParamsError::BadValue("total_amount".into()))
         );
-        assert_eq!(from_json_object(&json!({"A": "x"})), Err(ParamsError::BadKey("A".into())));
+        assert_eq!(
+            from_json_object(&json!({"A": "x"})),
+            Err(ParamsError::BadKey("A".into()))
+        );
         assert_eq!(from_json_object(&json!([1])), Err(ParamsError::NotAnObject));
     }
 }

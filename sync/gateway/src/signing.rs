@@ -70,7 +70,9 @@ pub enum SignError {
     #[error("unknown sign type {0:?}: use HMAC-SHA256 or RSA-SHA256")]
     UnknownSignType(String),
     /// The RSA public key could not be read.
-    #[error("cannot read the RSA public key (expected PEM \"PUBLIC KEY\" or \"RSA PUBLIC KEY\", or base64 DER): {0}")]
+    #[error(
+        "cannot read the RSA public key (expected PEM \"PUBLIC KEY\" or \"RSA PUBLIC KEY\", or base64 DER): {0}"
+    )]
     PublicKey(String),
     /// The RSA private key could not be read or written.
     #[error("RSA private key: {0}")]
@@ -111,7 +113,9 @@ fn hmac_of(params: &BTreeMap<String, String>, secret: &str) -> Result<HmacSha256
 
 /// HMAC-SHA256 signature: uppercase hex of HMAC(secret, string + "&key=" + secret).
 pub fn hmac_sign(params: &BTreeMap<String, String>, secret: &str) -> Result<String, SignError> {
-    Ok(hex::encode_upper(hmac_of(params, secret)?.finalize().into_bytes()))
+    Ok(hex::encode_upper(
+        hmac_of(params, secret)?.finalize().into_bytes(),
+    ))
 }
 
 /// Checks an HMAC-SHA256 signature in constant time. Hex case is not significant.
@@ -123,7 +127,10 @@ pub fn hmac_verify(params: &BTreeMap<String, String>, secret: &str, sign: &str) 
 }
 
 /// RSA-SHA256 (PKCS#1 v1.5) signature over the canonical string, base64 (standard, padded).
-pub fn rsa_sign(params: &BTreeMap<String, String>, key: &RsaPrivateKey) -> Result<String, SignError> {
+pub fn rsa_sign(
+    params: &BTreeMap<String, String>,
+    key: &RsaPrivateKey,
+) -> Result<String, SignError> {
     let signing_key = SigningKey::<RsaSha256Digest>::new(key.clone());
     let signature = signing_key
         .try_sign(canonical_string(params).as_bytes())
@@ -155,14 +162,18 @@ pub fn parse_public_key(text: &str) -> Result<RsaPublicKey, SignError> {
         return RsaPublicKey::from_public_key_pem(text)
             .map_err(|e| SignError::PublicKey(e.to_string()));
     }
-    let der = BASE64.decode(text).map_err(|e| SignError::PublicKey(e.to_string()))?;
+    let der = BASE64
+        .decode(text)
+        .map_err(|e| SignError::PublicKey(e.to_string()))?;
     RsaPublicKey::from_public_key_der(&der).map_err(|e| SignError::PublicKey(e.to_string()))
 }
 
 /// The single-line form of a public key used on the CLI and in docs: base64 of the SPKI DER
 /// (the body of a PEM `PUBLIC KEY` block without line breaks).
 pub fn public_key_base64_der(key: &RsaPublicKey) -> Result<String, SignError> {
-    let der = key.to_public_key_der().map_err(|e| SignError::PublicKey(e.to_string()))?;
+    let der = key
+        .to_public_key_der()
+        .map_err(|e| SignError::PublicKey(e.to_string()))?;
     Ok(BASE64.encode(der.as_bytes()))
 }
 
@@ -176,12 +187,16 @@ mod tests {
     /// Reads the fenced block that follows the line `<!-- vector: NAME -->` in the API doc.
     fn doc_block(name: &str) -> String {
         let marker = format!("<!-- vector: {name} -->");
-        let start = API_DOC.find(&marker).unwrap_or_else(|| panic!("no vector {name}"));
+        let start = API_DOC
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no vector {name}"));
         let rest = &API_DOC[start + marker.len()..];
         let open = rest.find("```").unwrap();
         let body_start = open + rest[open..].find('\n').unwrap() + 1;
         let close = rest[body_start..].find("```").unwrap();
-        rest[body_start..body_start + close].trim_end_matches('\n').to_owned()
+        rest[body_start..body_start + close]
+            .trim_end_matches('\n')
+            .to_owned()
     }
 
     fn doc_params() -> BTreeMap<String, String> {

@@ -220,7 +220,8 @@ pub struct Store {
 }
 
 fn parse_state(text: &str) -> Result<OrderState, StoreError> {
-    text.parse().map_err(|()| StoreError::Corrupt(format!("order state {text:?}")))
+    text.parse()
+        .map_err(|()| StoreError::Corrupt(format!("order state {text:?}")))
 }
 
 fn order_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Order, StoreError>> {
@@ -300,8 +301,7 @@ fn notify_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Notify, StoreError>
     }))
 }
 
-const NOTIFY_COLUMNS: &str =
-    "notify_id, trade_no, merchant_id, notify_url, payload, state, attempts, created_at_ms, next_at_ms";
+const NOTIFY_COLUMNS: &str = "notify_id, trade_no, merchant_id, notify_url, payload, state, attempts, created_at_ms, next_at_ms";
 
 fn is_unique_violation(error: &rusqlite::Error) -> bool {
     matches!(
@@ -358,7 +358,9 @@ impl Store {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
-        let store = Self { connection: Mutex::new(connection) };
+        let store = Self {
+            connection: Mutex::new(connection),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -366,12 +368,15 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions roll
         // back on drop), so a poisoned mutex is safe to keep using.
-        self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let applied: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         let applied = usize::try_from(applied).unwrap_or(0);
         if applied > MIGRATIONS.len() {
@@ -434,9 +439,19 @@ impl Store {
         let Some((merchant_id, name, sign_type, secret, public_key_der, hosts)) = row else {
             return Ok(None);
         };
-        let sign_type = sign_type.parse().map_err(|e: crate::signing::SignError| StoreError::Corrupt(e.to_string()))?;
-        let notify_hosts = serde_json::from_str(&hosts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(Some(Merchant { merchant_id, name, sign_type, secret, public_key_der, notify_hosts }))
+        let sign_type = sign_type
+            .parse()
+            .map_err(|e: crate::signing::SignError| StoreError::Corrupt(e.to_string()))?;
+        let notify_hosts =
+            serde_json::from_str(&hosts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(Merchant {
+            merchant_id,
+            name,
+            sign_type,
+            secret,
+            public_key_der,
+            notify_hosts,
+        }))
     }
 
     /// The gateway's RSA private key (PKCS#8 DER), storing `generate()`'s if there is none yet.
@@ -447,7 +462,11 @@ impl Store {
     ) -> Result<Result<Vec<u8>, crate::signing::SignError>, StoreError> {
         let existing: Option<Vec<u8>> = self
             .lock()
-            .query_row("SELECT private_key_der FROM gateway_keys WHERE id = 1", [], |row| row.get(0))
+            .query_row(
+                "SELECT private_key_der FROM gateway_keys WHERE id = 1",
+                [],
+                |row| row.get(0),
+            )
             .optional()?;
         if let Some(der) = existing {
             return Ok(Ok(der));
@@ -457,13 +476,26 @@ impl Store {
             Err(error) => return Ok(Err(error)),
         };
         let connection = self.lock();
-        connection.execute("INSERT OR IGNORE INTO gateway_keys (id, private_key_der) VALUES (1, ?1)", [der])?;
-        let stored = connection.query_row("SELECT private_key_der FROM gateway_keys WHERE id = 1", [], |row| row.get(0))?;
+        connection.execute(
+            "INSERT OR IGNORE INTO gateway_keys (id, private_key_der) VALUES (1, ?1)",
+            [der],
+        )?;
+        let stored = connection.query_row(
+            "SELECT private_key_der FROM gateway_keys WHERE id = 1",
+            [],
+            |row| row.get(0),
+        )?;
         Ok(Ok(stored))
     }
 
     /// Records a nonce; `false` if the merchant already used it and it has not expired.
-    pub fn remember_nonce(&self, merchant_id: &str, nonce: &str, now_ms: i64, expires_at_ms: i64) -> Result<bool, StoreError> {
+    pub fn remember_nonce(
+        &self,
+        merchant_id: &str,
+        nonce: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
         let connection = self.lock();
         connection.execute("DELETE FROM nonces WHERE expires_at_ms < ?1", [now_ms])?;
         let result = connection.execute(
@@ -527,10 +559,18 @@ impl Store {
         }
     }
 
-    fn order_where(&self, condition: &str, args: impl rusqlite::Params) -> Result<Option<Order>, StoreError> {
+    fn order_where(
+        &self,
+        condition: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Option<Order>, StoreError> {
         let connection = self.lock();
         let found = connection
-            .query_row(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE {condition}"), args, order_from_row)
+            .query_row(
+                &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE {condition}"),
+                args,
+                order_from_row,
+            )
             .optional()?;
         found.transpose()
     }
@@ -541,8 +581,15 @@ impl Store {
     }
 
     /// The merchant's order with this out_trade_no.
-    pub fn order_by_out(&self, merchant_id: &str, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
-        self.order_where("merchant_id = ?1 AND out_trade_no = ?2", [merchant_id, out_trade_no])
+    pub fn order_by_out(
+        &self,
+        merchant_id: &str,
+        out_trade_no: &str,
+    ) -> Result<Option<Order>, StoreError> {
+        self.order_where(
+            "merchant_id = ?1 AND out_trade_no = ?2",
+            [merchant_id, out_trade_no],
+        )
     }
 
     /// Compare-and-set `from → to`. Returns the updated order, or `None` if the order was no
@@ -557,7 +604,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<Order>, StoreError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let changed = transaction.execute(
             "UPDATE orders SET state = ?1, paid_fen = COALESCE(?2, paid_fen), pay_time_ms = COALESCE(?3, pay_time_ms), \
              fail_sub_code = COALESCE(?4, fail_sub_code), \
@@ -576,8 +624,11 @@ impl Store {
         if changed == 0 {
             return Ok(None);
         }
-        let order = transaction
-            .query_row(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE trade_no = ?1"), [trade_no], order_from_row)??;
+        let order = transaction.query_row(
+            &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE trade_no = ?1"),
+            [trade_no],
+            order_from_row,
+        )??;
         if to.is_notified() {
             let payload = serde_json::Value::Object(notify_payload(&order)).to_string();
             transaction.execute(
@@ -591,7 +642,12 @@ impl Store {
     }
 
     /// Sets when the rail worker looks at a PAYING order next, and whether it is reversing.
-    pub fn set_rail_schedule(&self, trade_no: &str, next_at_ms: i64, reversing: bool) -> Result<(), StoreError> {
+    pub fn set_rail_schedule(
+        &self,
+        trade_no: &str,
+        next_at_ms: i64,
+        reversing: bool,
+    ) -> Result<(), StoreError> {
         self.lock().execute(
             "UPDATE orders SET rail_next_at_ms = ?1, rail_reversing = ?2 WHERE trade_no = ?3 AND state = 'PAYING'",
             params![next_at_ms, reversing, trade_no],
@@ -609,7 +665,11 @@ impl Store {
 
     /// When the next rail step is due.
     pub fn next_rail_at(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self.lock().query_row("SELECT MIN(rail_next_at_ms) FROM orders WHERE state = 'PAYING'", [], |row| row.get(0))?)
+        Ok(self.lock().query_row(
+            "SELECT MIN(rail_next_at_ms) FROM orders WHERE state = 'PAYING'",
+            [],
+            |row| row.get(0),
+        )?)
     }
 
     /// Unpaid orders past their expiry.
@@ -618,6 +678,15 @@ impl Store {
             "state IN ('CREATED', 'WAIT_PAY') AND expire_at_ms <= ?1 ORDER BY expire_at_ms LIMIT ?2",
             params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
         )
+    }
+
+    /// Moves an unpaid order's expiry (a close the channel did not answer is tried again later).
+    pub fn postpone_expiry(&self, trade_no: &str, expire_at_ms: i64) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE orders SET expire_at_ms = ?1 WHERE trade_no = ?2 AND state IN ('CREATED', 'WAIT_PAY')",
+            params![expire_at_ms, trade_no],
+        )?;
+        Ok(())
     }
 
     /// The earliest expiry among unpaid orders.
@@ -629,15 +698,25 @@ impl Store {
         )?)
     }
 
-    fn orders_where(&self, condition: &str, args: impl rusqlite::Params) -> Result<Vec<Order>, StoreError> {
+    fn orders_where(
+        &self,
+        condition: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<Order>, StoreError> {
         let connection = self.lock();
-        let mut statement = connection.prepare(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE {condition}"))?;
+        let mut statement = connection.prepare(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE {condition}"
+        ))?;
         let rows = statement.query_map(args, order_from_row)?;
-        collect(rows.map(|row| row.map_err(StoreError::from).and_then(Ok)))
+        collect(rows)
     }
 
     /// The merchant's refund with this out_refund_no.
-    pub fn refund_by_out(&self, merchant_id: &str, out_refund_no: &str) -> Result<Option<Refund>, StoreError> {
+    pub fn refund_by_out(
+        &self,
+        merchant_id: &str,
+        out_refund_no: &str,
+    ) -> Result<Option<Refund>, StoreError> {
         let connection = self.lock();
         let found = connection
             .query_row(
@@ -660,7 +739,7 @@ impl Store {
              WHERE r.trade_no = ?1 ORDER BY r.created_at_ms, r.refund_no"
         ))?;
         let rows = statement.query_map([trade_no], refund_from_row)?;
-        collect(rows.map(|row| row.map_err(StoreError::from).and_then(Ok)))
+        collect(rows)
     }
 
     /// In one transaction: returns an existing refund with the same out_refund_no, or checks the
@@ -672,7 +751,8 @@ impl Store {
             return Ok(ReserveRefund::Existing(Box::new(existing)));
         }
         let mut connection = self.lock();
-        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (state, paid_fen, refunded_fen): (String, i64, i64) = transaction.query_row(
             "SELECT state, paid_fen, refunded_fen FROM orders WHERE trade_no = ?1",
             [&refund.trade_no],
@@ -688,7 +768,9 @@ impl Store {
             params![refund.amount_fen, refund.trade_no],
         )?;
         if changed == 0 {
-            return Ok(ReserveRefund::Exceeds { refundable_fen: paid_fen - refunded_fen });
+            return Ok(ReserveRefund::Exceeds {
+                refundable_fen: paid_fen - refunded_fen,
+            });
         }
         let inserted = transaction.execute(
             "INSERT INTO refunds (refund_no, merchant_id, out_refund_no, trade_no, request_hash, amount_fen, reason, state, created_at_ms) \
@@ -715,7 +797,9 @@ impl Store {
                 drop(connection);
                 match self.refund_by_out(&refund.merchant_id, &refund.out_refund_no)? {
                     Some(existing) => Ok(ReserveRefund::Existing(Box::new(existing))),
-                    None => Err(StoreError::Corrupt("refund unique violation without a row".into())),
+                    None => Err(StoreError::Corrupt(
+                        "refund unique violation without a row".into(),
+                    )),
                 }
             }
             Err(error) => Err(error.into()),
@@ -724,10 +808,20 @@ impl Store {
 
     /// Finishes a PROCESSING refund. Success moves the order to REFUND (first refund) and keeps
     /// the reservation; failure releases it. Returns `false` if the refund was not PROCESSING.
-    pub fn finish_refund(&self, refund_no: &str, success: bool, now_ms: i64) -> Result<bool, StoreError> {
+    pub fn finish_refund(
+        &self,
+        refund_no: &str,
+        success: bool,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let new_state = if success { RefundState::Success } else { RefundState::Fail };
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let new_state = if success {
+            RefundState::Success
+        } else {
+            RefundState::Fail
+        };
         let changed = transaction.execute(
             "UPDATE refunds SET state = ?1, finished_at_ms = ?2 WHERE refund_no = ?3 AND state = 'PROCESSING'",
             params![new_state.as_str(), now_ms, refund_no],
@@ -761,20 +855,31 @@ impl Store {
         let mut statement = connection.prepare(&format!(
             "SELECT {NOTIFY_COLUMNS} FROM notifies WHERE state = 'PENDING' AND next_at_ms <= ?1 ORDER BY next_at_ms LIMIT ?2"
         ))?;
-        let rows = statement.query_map(params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)], notify_from_row)?;
-        collect(rows.map(|row| row.map_err(StoreError::from).and_then(Ok)))
+        let rows = statement.query_map(
+            params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+            notify_from_row,
+        )?;
+        collect(rows)
     }
 
     /// When the next pending notify is due.
     pub fn next_notify_at(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self.lock().query_row("SELECT MIN(next_at_ms) FROM notifies WHERE state = 'PENDING'", [], |row| row.get(0))?)
+        Ok(self.lock().query_row(
+            "SELECT MIN(next_at_ms) FROM notifies WHERE state = 'PENDING'",
+            [],
+            |row| row.get(0),
+        )?)
     }
 
     /// One notify.
     pub fn notify(&self, notify_id: &str) -> Result<Option<Notify>, StoreError> {
         let connection = self.lock();
         let found = connection
-            .query_row(&format!("SELECT {NOTIFY_COLUMNS} FROM notifies WHERE notify_id = ?1"), [notify_id], notify_from_row)
+            .query_row(
+                &format!("SELECT {NOTIFY_COLUMNS} FROM notifies WHERE notify_id = ?1"),
+                [notify_id],
+                notify_from_row,
+            )
             .optional()?;
         found.transpose()
     }
@@ -785,7 +890,7 @@ impl Store {
         let mut statement = connection
             .prepare(&format!("SELECT {NOTIFY_COLUMNS} FROM notifies WHERE trade_no = ?1 ORDER BY created_at_ms, notify_id"))?;
         let rows = statement.query_map([trade_no], notify_from_row)?;
-        collect(rows.map(|row| row.map_err(StoreError::from).and_then(Ok)))
+        collect(rows)
     }
 
     /// The attempts made for a notify, in order.
@@ -795,7 +900,12 @@ impl Store {
             "SELECT attempt_no, at_ms, outcome, delivered FROM notify_attempts WHERE notify_id = ?1 ORDER BY attempt_no",
         )?;
         let rows = statement.query_map([notify_id], |row| {
-            Ok(NotifyAttempt { attempt_no: row.get(0)?, at_ms: row.get(1)?, outcome: row.get(2)?, delivered: row.get(3)? })
+            Ok(NotifyAttempt {
+                attempt_no: row.get(0)?,
+                at_ms: row.get(1)?,
+                outcome: row.get(2)?,
+                delivered: row.get(3)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -811,9 +921,13 @@ impl Store {
         next_at_ms: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let attempts: i64 =
-            transaction.query_row("SELECT attempts FROM notifies WHERE notify_id = ?1", [notify_id], |row| row.get(0))?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let attempts: i64 = transaction.query_row(
+            "SELECT attempts FROM notifies WHERE notify_id = ?1",
+            [notify_id],
+            |row| row.get(0),
+        )?;
         let attempt_no = attempts + 1;
         transaction.execute(
             "INSERT INTO notify_attempts (notify_id, attempt_no, at_ms, outcome, delivered) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -826,7 +940,12 @@ impl Store {
         };
         transaction.execute(
             "UPDATE notifies SET attempts = ?1, state = ?2, next_at_ms = ?3 WHERE notify_id = ?4",
-            params![attempt_no, state.as_str(), if delivered { None } else { next_at_ms }, notify_id],
+            params![
+                attempt_no,
+                state.as_str(),
+                if delivered { None } else { next_at_ms },
+                notify_id
+            ],
         )?;
         transaction.commit()?;
         Ok(())
@@ -848,6 +967,10 @@ impl Store {
             "orders" | "refunds" | "notifies" | "notify_attempts" | "nonces" | "merchants" => table,
             other => return Err(StoreError::Corrupt(format!("unknown table {other:?}"))),
         };
-        Ok(self.lock().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| row.get(0))?)
+        Ok(self
+            .lock()
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })?)
     }
 }
