@@ -1,0 +1,88 @@
+//! `lanepay agent`: the lane headless, serving its local API until stopped.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use lanepay_agent::clock::SystemClock;
+use lanepay_agent::{local_api, service, store};
+use lanepay_config::AgentConfig;
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The configuration file.
+    #[arg(long, conflicts_with = "data")]
+    pub config: Option<PathBuf>,
+    /// The data directory (its agent.toml is used).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+impl AgentArgs {
+    pub fn config_path(&self) -> anyhow::Result<PathBuf> {
+        match (&self.config, &self.data) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, Some(data)) => Ok(lanepay_agent::config_path(data)),
+            (None, None) => anyhow::bail!(
+                "give --config FILE or --data DIR (run `lanepay init --data DIR` first)"
+            ),
+        }
+    }
+}
+
+pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
+    let config = AgentConfig::load(&args.config_path()?)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: AgentConfig) -> anyhow::Result<()> {
+    let (lane, key) = lanepay_agent::open_lane(&config)?;
+    let terminal_id = config.terminal.id.clone();
+    let handle = service::start(lane, Arc::new(SystemClock))?;
+    service::spawn_full_journal_check(
+        store::db_path(&config.storage.data_dir),
+        terminal_id.clone(),
+        key.verifying_key(),
+        &handle,
+    )?;
+    let listener = tokio::net::TcpListener::bind(config.local_api.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (local_api.listen)",
+                config.local_api.listen
+            )
+        })?;
+    let address = listener.local_addr()?;
+    // The first line of output says where the lane listens; scripts and tests read it.
+    println!("lanepay agent {terminal_id} listening on ws://{address}/v1/ws");
+    tracing::info!(%address, terminal = %terminal_id, "lane ready");
+    local_api::run(
+        listener,
+        handle,
+        config.local_api.token().to_string(),
+        shutdown_signal(),
+    )
+    .await?;
+    tracing::info!("lane stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "no SIGTERM handler; stop with ctrl-c");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,42 @@
+//! The lane agent: the checkout core ([`lanepay_checkout`]) made durable and reachable.
+//!
+//! - [`store`]: the SQLite database (catalog, sales, the signed journal and its outbox);
+//! - [`lane`]: commands in, events out, every change committed with its journal entry;
+//! - [`service`]: the lane on its own thread behind an async handle;
+//! - [`local_api`]: the same interface as JSON over a loopback WebSocket;
+//! - [`key`], [`clock`]: the terminal key file and the injected clock.
+
+pub mod api;
+pub mod clock;
+pub mod convert;
+pub mod key;
+pub mod lane;
+pub mod local_api;
+pub mod service;
+pub mod store;
+
+use std::path::Path;
+
+use anyhow::Context;
+use lanepay_config::AgentConfig;
+
+/// Opens the lane described by a configuration: its key (created on first start), its
+/// database (created and migrated), the checks of [`lane::Lane::open`].
+pub fn open_lane(config: &AgentConfig) -> anyhow::Result<(lane::Lane, ed25519_dalek::SigningKey)> {
+    let data_dir = &config.storage.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let key = key::load_or_create(data_dir)?;
+    let durability = match config.storage.journal_sync {
+        lanepay_config::JournalSync::Full => store::Durability::Full,
+        lanepay_config::JournalSync::Normal => store::Durability::Normal,
+    };
+    let conn = store::open(&store::db_path(data_dir), durability)?;
+    let lane = lane::Lane::open(conn, key.clone(), lane::LaneSettings::from_config(config))?;
+    Ok((lane, key))
+}
+
+/// The configuration file's conventional place inside a data directory.
+pub fn config_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("agent.toml")
+}

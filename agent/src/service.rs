@@ -1,0 +1,122 @@
+//! The lane running in the background: one thread owns the [`Lane`] (SQLite work is
+//! blocking and must be serialised anyway); async callers send commands through a bounded
+//! queue and subscribe to events.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ed25519_dalek::VerifyingKey;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::api::{Command, CommandError, Event, Reply};
+use crate::clock::Clock;
+use crate::lane::Lane;
+use crate::store::{self, journal};
+
+/// Commands waiting for the lane thread. A cashier types far slower; the bound only matters
+/// when a program floods the local API, which then waits instead of growing memory.
+pub const COMMAND_QUEUE_LEN: usize = 256;
+/// Events kept for slow subscribers before they miss some (and are told so).
+pub const EVENT_BUFFER_LEN: usize = 1_024;
+
+type Job = (Command, oneshot::Sender<Result<Reply, CommandError>>);
+
+/// A cheap, cloneable way to talk to the running lane.
+#[derive(Debug, Clone)]
+pub struct LaneHandle {
+    commands: mpsc::Sender<Job>,
+    events: broadcast::Sender<Event>,
+    terminal_id: Arc<str>,
+}
+
+impl LaneHandle {
+    /// Sends a command and waits for the lane's answer.
+    pub async fn execute(&self, command: Command) -> Result<Reply, CommandError> {
+        let (reply_to, reply) = oneshot::channel();
+        let stopped = || CommandError::new("storage", "the lane has stopped; restart lanepay");
+        self.commands
+            .send((command, reply_to))
+            .await
+            .map_err(|_| stopped())?;
+        reply.await.map_err(|_| stopped())?
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub fn terminal_id(&self) -> &str {
+        &self.terminal_id
+    }
+}
+
+/// Starts the lane thread. It stops when every handle is dropped.
+pub fn start(mut lane: Lane, clock: Arc<dyn Clock>) -> std::io::Result<LaneHandle> {
+    let (commands, mut queue) = mpsc::channel::<Job>(COMMAND_QUEUE_LEN);
+    let (events, _) = broadcast::channel(EVENT_BUFFER_LEN);
+    let terminal_id: Arc<str> = lane.settings().terminal_id.as_str().into();
+    let publisher = events.clone();
+    std::thread::Builder::new()
+        .name("lane".into())
+        .spawn(move || {
+            while let Some((command, reply_to)) = queue.blocking_recv() {
+                let (result, happened) = lane.execute(command, clock.now_ms());
+                // Events first: a caller that sees the reply can count on the events being queued.
+                for event in happened {
+                    let _ = publisher.send(event);
+                }
+                let _ = reply_to.send(result);
+            }
+        })?;
+    Ok(LaneHandle {
+        commands,
+        events,
+        terminal_id,
+    })
+}
+
+/// Checks the whole journal on its own read-only connection and publishes the result; the
+/// lane keeps selling meanwhile (its tail was verified before it opened).
+pub fn spawn_full_journal_check(
+    db: PathBuf,
+    terminal_id: String,
+    key: VerifyingKey,
+    handle: &LaneHandle,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let events = handle.events.clone();
+    std::thread::Builder::new()
+        .name("journal-check".into())
+        .spawn(move || {
+            let outcome = store::open_read_only(&db)
+                .and_then(|conn| journal::verify(&conn, &terminal_id, key, 1));
+            let event = match outcome {
+                Ok(journal::Verification::Intact {
+                    last_seq, entries, ..
+                }) => {
+                    tracing::info!(entries, last_seq, "journal verified in full");
+                    Event::JournalChecked {
+                        intact: true,
+                        last_seq,
+                        detail: format!("{entries} entries intact"),
+                    }
+                }
+                Ok(journal::Verification::Broken { seq, reason }) => {
+                    tracing::error!(seq, %reason, "journal is damaged");
+                    Event::JournalChecked {
+                        intact: false,
+                        last_seq: seq,
+                        detail: reason,
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "journal check could not run");
+                    Event::JournalChecked {
+                        intact: false,
+                        last_seq: 0,
+                        detail: error.to_string(),
+                    }
+                }
+            };
+            let _ = events.send(event);
+        })
+}
