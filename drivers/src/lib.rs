@@ -1,0 +1,8 @@
+//! Checkout hardware for the lane: one trait per device class, a real driver for each, and
+//! (behind the `emulator` feature) a software device that speaks the same protocol on the
+//! other end of a pseudo-terminal, so the same driver code runs in tests, demos, training
+//! lanes and stores.
+
+pub mod error;
+
+pub use error::{DeviceError, DeviceStatus, ErrorKind};

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Lanepay needs to build and run (`run`) or also to test (`test`).
+# Installs only what is missing; runs `apt-get update` once, and only if something is missing.
+# Needs root or sudo when it has something to install.
+set -euo pipefail
+
+purpose="${1:-run}"
+
+# To build: a C compiler for the bundled SQLite (rusqlite) and the linker Rust needs anyway.
+build_packages=(gcc libc6-dev pkg-config)
+# To test: nothing beyond the build yet (tests run the real binaries over loopback).
+test_packages=()
+
+case "$purpose" in
+  run) wanted=("${build_packages[@]}") ;;
+  test) wanted=("${build_packages[@]}" "${test_packages[@]}") ;;
+  *) echo "usage: $0 [run|test]" >&2; exit 2 ;;
+esac
+
+missing=()
+for package in "${wanted[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  as_root=()
+elif command -v sudo >/dev/null; then
+  as_root=(sudo)
+else
+  echo "install-deps: need root or sudo to install: ${missing[*]}" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+"${as_root[@]}" apt-get update -q
+DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
