@@ -370,16 +370,13 @@ async fn admin_resend(
     response
 }
 
-#[derive(Debug, Deserialize)]
-struct BillQuery {
-    date: String,
-}
-
 async fn admin_bill(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(pay_type): Path<String>,
-    Query(bill): Query<BillQuery>,
+    // Pairs rather than a struct: any query string extracts, so a missing or repeated date gets
+    // the API's JSON error instead of axum's plain-text rejection.
+    Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
     if let Err(error) = check_admin(&state, &headers) {
         return error_response(&error);
@@ -390,11 +387,17 @@ async fn admin_bill(
             "channel must be alipay, wechat, unionpay or card",
         ));
     };
-    match on_blocking_pool(&state, move |gateway| {
-        gateway.channel_bill(pay_type, &bill.date)
-    })
-    .await
-    {
+    let Some(date) = query
+        .into_iter()
+        .find(|(key, _)| key == "date")
+        .map(|(_, value)| value)
+    else {
+        return error_response(&ApiError::parameter(
+            "MISSING_PARAMETER",
+            "query parameter date (yyyy-MM-dd) is required",
+        ));
+    };
+    match on_blocking_pool(&state, move |gateway| gateway.channel_bill(pay_type, &date)).await {
         Ok(Ok(csv)) => (
             [(
                 header::CONTENT_TYPE,

@@ -12,10 +12,18 @@ fn amount(description: &str) -> Value {
     json!({"type": "string", "pattern": "^(0|[1-9][0-9]{0,7})(\\.[0-9]{1,2})?$", "description": description})
 }
 
+/// An object schema. Required string properties get `minLength: 1`: the gateway treats an empty
+/// value as absent (empty values are not signed either).
 fn object(required: &[&str], properties: &[(&str, Value)]) -> Value {
     let properties: Map<String, Value> = properties
         .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .map(|(key, schema)| {
+            let mut schema = schema.clone();
+            if required.contains(key) && schema["type"] == "string" {
+                schema["minLength"] = json!(1);
+            }
+            ((*key).to_owned(), schema)
+        })
         .collect();
     json!({"type": "object", "required": required, "properties": properties})
 }
@@ -51,7 +59,11 @@ fn request(required: &[&str], extra: &[(&str, Value)]) -> Value {
     properties.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
     let mut all_required = vec!["merchant_id", "timestamp", "sign"];
     all_required.extend_from_slice(required);
-    object(&all_required, &properties)
+    let mut schema = object(&all_required, &properties);
+    // Documented as closed: the gateway tolerates (and signs) other flat parameters with
+    // lowercase names, but refuses malformed ones, so an open schema would promise too much.
+    schema["additionalProperties"] = json!(false);
+    schema
 }
 
 /// Fields every signed reply carries.
@@ -291,7 +303,7 @@ pub fn document() -> Value {
                 "security": [{"admin": []}],
                 "parameters": [
                     {"name": "pay_type", "in": "path", "required": true, "schema": {"type": "string", "enum": ["alipay", "wechat", "unionpay", "card"]}},
-                    {"name": "date", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}},
+                    {"name": "date", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"}},
                 ],
                 "responses": {
                     "200": {"description": "CSV: channel,trade_no,kind,reference,amount,time", "content": {"text/csv": {"schema": {"type": "string"}}}},
