@@ -5,6 +5,9 @@
 //! journal entry ([`journal`]) and the payload types that entries carry ([`payload`]).
 //! The format is written down for other implementations in `docs/journal.md`.
 
+pub mod auth;
 pub mod canonical;
+pub mod ingest;
 pub mod journal;
 pub mod payload;
+pub mod wire;

@@ -7,14 +7,26 @@ use lanepay_sync::journal::{ChainVerifier, EntryDraft, GENESIS_PREV_HASH};
 
 /// Pulls the value written after `label` in the document's vector section.
 fn documented(doc: &str, label: &str) -> String {
-    let start = doc.find(label).unwrap_or_else(|| panic!("{label} missing from docs/journal.md")) + label.len();
-    doc[start..].split_whitespace().next().unwrap().trim_matches('`').to_string()
+    let start = doc
+        .find(label)
+        .unwrap_or_else(|| panic!("{label} missing from docs/journal.md"))
+        + label.len();
+    doc[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_matches('`')
+        .to_string()
 }
 
 #[test]
 fn the_documented_vector_matches() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/journal.md")).unwrap();
-    let seed: [u8; 32] = hex::decode(documented(&doc, "terminal key seed:")).unwrap().try_into().unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/journal.md"))
+        .unwrap();
+    let seed: [u8; 32] = hex::decode(documented(&doc, "terminal key seed:"))
+        .unwrap()
+        .try_into()
+        .unwrap();
     let key = SigningKey::from_bytes(&seed);
     let payload = documented(&doc, "payload:");
     let draft = EntryDraft {
@@ -29,8 +41,13 @@ fn the_documented_vector_matches() {
     println!("public key {}", hex::encode(key.verifying_key().to_bytes()));
     println!("hash {}", hex::encode(entry.hash));
     println!("signature {}", hex::encode(entry.signature));
-    assert_eq!(hex::encode(key.verifying_key().to_bytes()), documented(&doc, "public key:"));
+    assert_eq!(
+        hex::encode(key.verifying_key().to_bytes()),
+        documented(&doc, "public key:")
+    );
     assert_eq!(hex::encode(entry.hash), documented(&doc, "entry hash:"));
     assert_eq!(hex::encode(entry.signature), documented(&doc, "signature:"));
-    ChainVerifier::from_genesis(&entry.terminal_id, key.verifying_key()).push(&entry).unwrap();
+    ChainVerifier::from_genesis(&entry.terminal_id, key.verifying_key())
+        .push(&entry)
+        .unwrap();
 }
