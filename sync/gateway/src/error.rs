@@ -110,6 +110,9 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database writer is gone or a group commit failed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// Stored data could not be decoded (a bug or a hand-edited database).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

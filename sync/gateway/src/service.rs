@@ -23,7 +23,7 @@ use crate::model::{Merchant, Order, OrderState, PayType, Refund, RefundState, ch
 use crate::money::{format_beijing_time, format_yuan, parse_yuan};
 use crate::params::from_json_object;
 use crate::signing::{self, SIGN_PARAM, SIGN_TYPE_PARAM, SignType};
-use crate::store::{InsertOrder, ReserveRefund, Store, TransitionChanges};
+use crate::store::{InsertOrder, NonceStore, ReserveRefund, Store, TransitionChanges};
 
 /// Requests whose `timestamp` is further than this from the gateway clock are refused, and
 /// nonces are remembered this long past their timestamp.
@@ -98,6 +98,8 @@ pub struct WalletView {
 pub struct Gateway {
     /// The database.
     pub store: Store,
+    /// The nonce replay cache.
+    pub nonces: NonceStore,
     /// The injected clock.
     pub clock: Arc<dyn Clock>,
     /// Configuration.
@@ -258,6 +260,7 @@ impl Gateway {
     pub fn open(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<Self, GatewayError> {
         std::fs::create_dir_all(&config.data_dir)?;
         let store = Store::open(&config.data_dir.join("gateway.sqlite"))?;
+        let nonces = NonceStore::open(&config.data_dir.join("nonces.sqlite"))?;
         let sandbox_db = Arc::new(
             SandboxDb::open(&config.data_dir.join("sandbox.sqlite"))
                 .map_err(|e| GatewayError::Invalid(e.to_string()))?,
@@ -283,6 +286,7 @@ impl Gateway {
         let gateway_key = load_or_create_gateway_key(&store)?;
         Ok(Self {
             store,
+            nonces,
             clock,
             config,
             sandboxes,
@@ -488,8 +492,8 @@ impl Gateway {
             check_identifier("nonce", nonce).map_err(&fail)?;
             let expires_at_ms = timestamp_ms.max(now_ms) + TIMESTAMP_WINDOW_MS;
             match self
-                .store
-                .remember_nonce(&merchant.merchant_id, nonce, now_ms, expires_at_ms)
+                .nonces
+                .remember(&merchant.merchant_id, nonce, now_ms, expires_at_ms)
             {
                 Ok(true) => {}
                 Ok(false) => {

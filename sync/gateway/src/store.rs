@@ -3,8 +3,8 @@
 //! and the notify it causes is inserted in the same transaction, so a crash never leaves a paid
 //! order without its pending notify.
 
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, mpsc};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -74,13 +74,6 @@ CREATE TABLE refunds (
 );
 CREATE UNIQUE INDEX refunds_idempotency ON refunds (merchant_id, out_refund_no);
 CREATE INDEX refunds_by_trade ON refunds (trade_no);
-CREATE TABLE nonces (
-    merchant_id TEXT NOT NULL,
-    nonce TEXT NOT NULL,
-    expires_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (merchant_id, nonce)
-);
-CREATE INDEX nonces_expiry ON nonces (expires_at_ms);
 CREATE TABLE notifies (
     notify_id TEXT PRIMARY KEY,
     trade_no TEXT NOT NULL REFERENCES orders (trade_no),
@@ -213,10 +206,131 @@ pub struct TransitionChanges {
     pub fail_sub_code: Option<&'static str>,
 }
 
-/// The database, one connection behind a mutex (SQLite serialises writers anyway).
+/// The database: one writer thread that group-commits, and a pool of read connections.
+///
+/// Writes are closures sent to the writer thread. It runs every job that is waiting in one
+/// transaction, each job inside its own savepoint (a failing job rolls back alone), commits once
+/// with `synchronous=FULL`, and only then answers each caller: nothing is acknowledged before it
+/// is durable, and concurrent requests share one fsync. Reads use their own connections, so a
+/// query never waits for a commit (WAL readers see the last committed state).
 #[derive(Debug)]
 pub struct Store {
-    connection: Mutex<Connection>,
+    path: PathBuf,
+    writer: mpsc::Sender<Box<dyn WriteJob>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// Jobs committed together at most.
+const MAX_GROUP_COMMIT: usize = 256;
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+
+/// A write job with its result type erased, so one channel carries them all.
+trait WriteJob: Send {
+    /// Runs the job on the writer connection inside a savepoint; `false` if it failed.
+    fn run(&mut self, connection: &Connection) -> bool;
+    /// Answers the caller once the group's commit is known.
+    fn finish(self: Box<Self>, committed: Result<(), String>);
+}
+
+impl std::fmt::Debug for dyn WriteJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteJob")
+    }
+}
+
+struct TypedJob<R, F> {
+    work: Option<F>,
+    result: Option<Result<R, StoreError>>,
+    reply: mpsc::SyncSender<Result<R, StoreError>>,
+}
+
+impl<R, F> WriteJob for TypedJob<R, F>
+where
+    R: Send,
+    F: FnOnce(&Connection) -> Result<R, StoreError> + Send,
+{
+    fn run(&mut self, connection: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        // A panicking job must not take the writer thread (and every later write) down with it.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(connection)))
+            .unwrap_or_else(|_| Err(StoreError::Corrupt("a write job panicked".into())));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), String>) {
+        let answer = match (committed, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Err(error), _) => Err(StoreError::Unavailable(format!("commit failed: {error}"))),
+            (Ok(()), None) => Err(StoreError::Unavailable("the write was not run".into())),
+        };
+        // The caller may have gone away (its thread ended); nothing to tell then.
+        let _ = self.reply.send(answer);
+    }
+}
+
+fn finish_all(jobs: Vec<Box<dyn WriteJob>>, committed: &Result<(), String>) {
+    for job in jobs {
+        job.finish(committed.clone());
+    }
+}
+
+/// The writer thread: group commit until every `Store` handle is gone.
+fn writer_loop(connection: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP_COMMIT {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+            finish_all(batch, &Err(error.to_string()));
+            continue;
+        }
+        let mut savepoints_ok = true;
+        for job in &mut batch {
+            if connection.execute_batch("SAVEPOINT job").is_err() {
+                savepoints_ok = false;
+                break;
+            }
+            let ok = job.run(&connection);
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            if connection.execute_batch(end).is_err() {
+                savepoints_ok = false;
+                break;
+            }
+        }
+        let committed = if savepoints_ok {
+            connection
+                .execute_batch("COMMIT")
+                .map_err(|error| error.to_string())
+        } else {
+            Err("savepoint failed".to_owned())
+        };
+        if committed.is_err() {
+            // Leaves the connection usable for the next group whatever state it is in.
+            let _ = connection.execute_batch("ROLLBACK");
+            tracing::error!(error = ?committed, jobs = batch.len(), "group commit failed");
+        }
+        finish_all(batch, &committed);
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(connection)
 }
 
 fn parse_state(text: &str) -> Result<OrderState, StoreError> {
@@ -351,91 +465,124 @@ pub fn notify_id_for(trade_no: &str, state: OrderState) -> String {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and applies migrations.
+    /// Opens (creating if needed) the database at `path`, applies migrations and starts the
+    /// writer thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let connection = Connection::open(path)?;
-        connection.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+        let connection = open_connection(path)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.pragma_update(None, "foreign_keys", "ON")?;
-        let store = Self {
-            connection: Mutex::new(connection),
-        };
-        store.migrate()?;
-        Ok(store)
+        migrate(&connection)?;
+        let (writer, jobs) = mpsc::channel::<Box<dyn WriteJob>>();
+        std::thread::Builder::new()
+            .name("gateway-db-writer".into())
+            .spawn(move || writer_loop(connection, jobs))
+            .map_err(|error| {
+                StoreError::Unavailable(format!("cannot start the writer thread: {error}"))
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            writer,
+            readers: Mutex::new(Vec::new()),
+        })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written (transactions roll
-        // back on drop), so a poisoned mutex is safe to keep using.
-        self.connection
+    /// Runs `work` on the writer connection as part of the next group commit and returns its
+    /// result once that commit is durable.
+    fn write<R, F>(&self, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job: Box<dyn WriteJob> = Box::new(TypedJob {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        self.writer
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
+        answer
+            .recv()
+            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?
+    }
+
+    /// Runs `work` on a pooled read connection.
+    fn read<R>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let pooled = self
+            .readers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn migrate(&self) -> Result<(), StoreError> {
-        let mut connection = self.lock();
-        let transaction =
-            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let applied: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-        let applied = usize::try_from(applied).unwrap_or(0);
-        if applied > MIGRATIONS.len() {
-            return Err(StoreError::Corrupt(format!(
-                "database schema version {applied} is newer than this gateway ({}); upgrade the gateway",
-                MIGRATIONS.len()
-            )));
+            .pop();
+        let connection = match pooled {
+            Some(connection) => connection,
+            None => {
+                let connection = open_connection(&self.path)?;
+                connection.pragma_update(None, "query_only", "ON")?;
+                connection
+            }
+        };
+        let result = work(&connection);
+        let mut idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(connection);
         }
-        for migration in &MIGRATIONS[applied..] {
-            transaction.execute_batch(migration)?;
-        }
-        transaction.pragma_update(None, "user_version", MIGRATIONS.len())?;
-        transaction.commit()?;
-        Ok(())
+        result
     }
 
     /// Registers a merchant; `false` if the id is taken.
     pub fn insert_merchant(&self, merchant: &Merchant, now_ms: i64) -> Result<bool, StoreError> {
         let hosts = serde_json::to_string(&merchant.notify_hosts)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let result = self.lock().execute(
-            "INSERT INTO merchants (merchant_id, name, sign_type, secret, public_key_der, notify_hosts, created_at_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                merchant.merchant_id,
-                merchant.name,
-                merchant.sign_type.as_str(),
-                merchant.secret,
-                merchant.public_key_der,
-                hosts,
-                now_ms
-            ],
-        );
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if is_unique_violation(&error) => Ok(false),
-            Err(error) => Err(error.into()),
-        }
+        let merchant = merchant.clone();
+        self.write(move |connection| {
+            let result = connection.execute(
+                "INSERT INTO merchants (merchant_id, name, sign_type, secret, public_key_der, notify_hosts, created_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    merchant.merchant_id,
+                    merchant.name,
+                    merchant.sign_type.as_str(),
+                    merchant.secret,
+                    merchant.public_key_der,
+                    hosts,
+                    now_ms
+                ],
+            );
+            match result {
+                Ok(_) => Ok(true),
+                Err(error) if is_unique_violation(&error) => Ok(false),
+                Err(error) => Err(error.into()),
+            }
+        })
     }
 
     /// Looks a merchant up.
     pub fn merchant(&self, merchant_id: &str) -> Result<Option<Merchant>, StoreError> {
-        let row = self
-            .lock()
-            .query_row(
-                "SELECT merchant_id, name, sign_type, secret, public_key_der, notify_hosts FROM merchants WHERE merchant_id = ?1",
-                [merchant_id],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, Option<String>>(3)?,
-                        row.get::<_, Option<Vec<u8>>>(4)?,
-                        row.get::<_, String>(5)?,
-                    ))
-                },
-            )
-            .optional()?;
+        let row = self.read(|connection| {
+            Ok(connection
+                .query_row(
+                    "SELECT merchant_id, name, sign_type, secret, public_key_der, notify_hosts FROM merchants WHERE merchant_id = ?1",
+                    [merchant_id],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, Option<String>>(3)?,
+                            row.get::<_, Option<Vec<u8>>>(4)?,
+                            row.get::<_, String>(5)?,
+                        ))
+                    },
+                )
+                .optional()?)
+        })?;
         let Some((merchant_id, name, sign_type, secret, public_key_der, hosts)) = row else {
             return Ok(None);
         };
@@ -460,14 +607,15 @@ impl Store {
         &self,
         generate: impl FnOnce() -> Result<Vec<u8>, crate::signing::SignError>,
     ) -> Result<Result<Vec<u8>, crate::signing::SignError>, StoreError> {
-        let existing: Option<Vec<u8>> = self
-            .lock()
-            .query_row(
-                "SELECT private_key_der FROM gateway_keys WHERE id = 1",
-                [],
-                |row| row.get(0),
-            )
-            .optional()?;
+        let existing: Option<Vec<u8>> = self.read(|connection| {
+            Ok(connection
+                .query_row(
+                    "SELECT private_key_der FROM gateway_keys WHERE id = 1",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()?)
+        })?;
         if let Some(der) = existing {
             return Ok(Ok(der));
         }
@@ -475,109 +623,74 @@ impl Store {
             Ok(der) => der,
             Err(error) => return Ok(Err(error)),
         };
-        let connection = self.lock();
-        connection.execute(
-            "INSERT OR IGNORE INTO gateway_keys (id, private_key_der) VALUES (1, ?1)",
-            [der],
-        )?;
-        let stored = connection.query_row(
-            "SELECT private_key_der FROM gateway_keys WHERE id = 1",
-            [],
-            |row| row.get(0),
-        )?;
+        let stored = self.write(move |connection| {
+            connection.execute(
+                "INSERT OR IGNORE INTO gateway_keys (id, private_key_der) VALUES (1, ?1)",
+                [der],
+            )?;
+            Ok(connection.query_row(
+                "SELECT private_key_der FROM gateway_keys WHERE id = 1",
+                [],
+                |row| row.get(0),
+            )?)
+        })?;
         Ok(Ok(stored))
-    }
-
-    /// Records a nonce; `false` if the merchant already used it and it has not expired.
-    pub fn remember_nonce(
-        &self,
-        merchant_id: &str,
-        nonce: &str,
-        now_ms: i64,
-        expires_at_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let connection = self.lock();
-        connection.execute("DELETE FROM nonces WHERE expires_at_ms < ?1", [now_ms])?;
-        let result = connection.execute(
-            "INSERT INTO nonces (merchant_id, nonce, expires_at_ms) VALUES (?1, ?2, ?3)",
-            params![merchant_id, nonce, expires_at_ms],
-        );
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if is_unique_violation(&error) => Ok(false),
-            Err(error) => Err(error.into()),
-        }
     }
 
     /// Stores a new order unless (merchant_id, out_trade_no) exists, in which case returns it.
     /// The unique index decides, so two concurrent creates cannot both insert.
     pub fn insert_order(&self, order: &Order, now_ms: i64) -> Result<InsertOrder, StoreError> {
-        let connection = self.lock();
-        let result = connection.execute(
-            &format!(
-                "INSERT INTO orders ({ORDER_COLUMNS}, updated_at_ms) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
-            ),
-            params![
-                order.trade_no,
-                order.merchant_id,
-                order.out_trade_no,
-                order.request_hash,
-                order.pay_type.as_str(),
-                order.total_fen,
-                order.currency,
-                order.subject,
-                order.body,
-                order.notify_url,
-                order.return_url,
-                order.state.as_str(),
-                order.pay_url,
-                order.prepay_id,
-                order.paid_fen,
-                order.refunded_fen,
-                order.pay_time_ms,
-                order.fail_sub_code,
-                order.by_auth_code,
-                order.created_at_ms,
-                order.expire_at_ms,
-                order.rail_pay_at_ms,
-                order.rail_next_at_ms,
-                order.rail_reversing,
-                now_ms
-            ],
-        );
-        match result {
-            Ok(_) => Ok(InsertOrder::Inserted),
-            Err(error) if is_unique_violation(&error) => {
-                drop(connection);
-                match self.order_by_out(&order.merchant_id, &order.out_trade_no)? {
-                    Some(existing) => Ok(InsertOrder::Existing(Box::new(existing))),
-                    None => Err(StoreError::Corrupt("unique violation without a row".into())),
+        let order = order.clone();
+        self.write(move |connection| {
+            let result = connection.execute(
+                &format!(
+                    "INSERT INTO orders ({ORDER_COLUMNS}, updated_at_ms) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+                ),
+                params![
+                    order.trade_no,
+                    order.merchant_id,
+                    order.out_trade_no,
+                    order.request_hash,
+                    order.pay_type.as_str(),
+                    order.total_fen,
+                    order.currency,
+                    order.subject,
+                    order.body,
+                    order.notify_url,
+                    order.return_url,
+                    order.state.as_str(),
+                    order.pay_url,
+                    order.prepay_id,
+                    order.paid_fen,
+                    order.refunded_fen,
+                    order.pay_time_ms,
+                    order.fail_sub_code,
+                    order.by_auth_code,
+                    order.created_at_ms,
+                    order.expire_at_ms,
+                    order.rail_pay_at_ms,
+                    order.rail_next_at_ms,
+                    order.rail_reversing,
+                    now_ms
+                ],
+            );
+            match result {
+                Ok(_) => Ok(InsertOrder::Inserted),
+                Err(error) if is_unique_violation(&error) => {
+                    match order_where(connection, "merchant_id = ?1 AND out_trade_no = ?2", [&order.merchant_id, &order.out_trade_no])? {
+                        Some(existing) => Ok(InsertOrder::Existing(Box::new(existing))),
+                        None => Err(StoreError::Corrupt("unique violation without a row".into())),
+                    }
                 }
+                Err(error) => Err(error.into()),
             }
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    fn order_where(
-        &self,
-        condition: &str,
-        args: impl rusqlite::Params,
-    ) -> Result<Option<Order>, StoreError> {
-        let connection = self.lock();
-        let found = connection
-            .query_row(
-                &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE {condition}"),
-                args,
-                order_from_row,
-            )
-            .optional()?;
-        found.transpose()
+        })
     }
 
     /// The order with this trade number.
     pub fn order(&self, trade_no: &str) -> Result<Option<Order>, StoreError> {
-        self.order_where("trade_no = ?1", [trade_no])
+        self.read(|connection| order_where(connection, "trade_no = ?1", [trade_no]))
     }
 
     /// The merchant's order with this out_trade_no.
@@ -586,10 +699,13 @@ impl Store {
         merchant_id: &str,
         out_trade_no: &str,
     ) -> Result<Option<Order>, StoreError> {
-        self.order_where(
-            "merchant_id = ?1 AND out_trade_no = ?2",
-            [merchant_id, out_trade_no],
-        )
+        self.read(|connection| {
+            order_where(
+                connection,
+                "merchant_id = ?1 AND out_trade_no = ?2",
+                [merchant_id, out_trade_no],
+            )
+        })
     }
 
     /// Compare-and-set `from → to`. Returns the updated order, or `None` if the order was no
@@ -603,42 +719,38 @@ impl Store {
         changes: &TransitionChanges,
         now_ms: i64,
     ) -> Result<Option<Order>, StoreError> {
-        let mut connection = self.lock();
-        let transaction =
-            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let changed = transaction.execute(
-            "UPDATE orders SET state = ?1, paid_fen = COALESCE(?2, paid_fen), pay_time_ms = COALESCE(?3, pay_time_ms), \
-             fail_sub_code = COALESCE(?4, fail_sub_code), \
-             rail_next_at_ms = CASE WHEN ?1 = 'PAYING' THEN rail_next_at_ms ELSE NULL END, updated_at_ms = ?5 \
-             WHERE trade_no = ?6 AND state = ?7",
-            params![
-                to.as_str(),
-                changes.paid.map(|(fen, _)| fen),
-                changes.paid.map(|(_, at)| at),
-                changes.fail_sub_code,
-                now_ms,
-                trade_no,
-                from.as_str()
-            ],
-        )?;
-        if changed == 0 {
-            return Ok(None);
-        }
-        let order = transaction.query_row(
-            &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE trade_no = ?1"),
-            [trade_no],
-            order_from_row,
-        )??;
-        if to.is_notified() {
-            let payload = serde_json::Value::Object(notify_payload(&order)).to_string();
-            transaction.execute(
-                "INSERT OR IGNORE INTO notifies (notify_id, trade_no, merchant_id, notify_url, payload, state, attempts, created_at_ms, next_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'PENDING', 0, ?6, ?6)",
-                params![notify_id_for(trade_no, to), trade_no, order.merchant_id, order.notify_url, payload, now_ms],
+        let (trade_no, changes) = (trade_no.to_owned(), changes.clone());
+        self.write(move |connection| {
+            let changed = connection.execute(
+                "UPDATE orders SET state = ?1, paid_fen = COALESCE(?2, paid_fen), pay_time_ms = COALESCE(?3, pay_time_ms), \
+                 fail_sub_code = COALESCE(?4, fail_sub_code), \
+                 rail_next_at_ms = CASE WHEN ?1 = 'PAYING' THEN rail_next_at_ms ELSE NULL END, updated_at_ms = ?5 \
+                 WHERE trade_no = ?6 AND state = ?7",
+                params![
+                    to.as_str(),
+                    changes.paid.map(|(fen, _)| fen),
+                    changes.paid.map(|(_, at)| at),
+                    changes.fail_sub_code,
+                    now_ms,
+                    trade_no,
+                    from.as_str()
+                ],
             )?;
-        }
-        transaction.commit()?;
-        Ok(Some(order))
+            if changed == 0 {
+                return Ok(None);
+            }
+            let order = order_where(connection, "trade_no = ?1", [&trade_no])?
+                .ok_or_else(|| StoreError::Corrupt("updated order vanished".into()))?;
+            if to.is_notified() {
+                let payload = serde_json::Value::Object(notify_payload(&order)).to_string();
+                connection.execute(
+                    "INSERT OR IGNORE INTO notifies (notify_id, trade_no, merchant_id, notify_url, payload, state, attempts, created_at_ms, next_at_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'PENDING', 0, ?6, ?6)",
+                    params![notify_id_for(&trade_no, to), trade_no, order.merchant_id, order.notify_url, payload, now_ms],
+                )?;
+            }
+            Ok(Some(order))
+        })
     }
 
     /// Sets when the rail worker looks at a PAYING order next, and whether it is reversing.
@@ -648,67 +760,70 @@ impl Store {
         next_at_ms: i64,
         reversing: bool,
     ) -> Result<(), StoreError> {
-        self.lock().execute(
-            "UPDATE orders SET rail_next_at_ms = ?1, rail_reversing = ?2 WHERE trade_no = ?3 AND state = 'PAYING'",
-            params![next_at_ms, reversing, trade_no],
-        )?;
-        Ok(())
+        let trade_no = trade_no.to_owned();
+        self.write(move |connection| {
+            connection.execute(
+                "UPDATE orders SET rail_next_at_ms = ?1, rail_reversing = ?2 WHERE trade_no = ?3 AND state = 'PAYING'",
+                params![next_at_ms, reversing, trade_no],
+            )?;
+            Ok(())
+        })
     }
 
     /// PAYING orders whose rail step is due.
     pub fn due_rail_orders(&self, now_ms: i64, limit: usize) -> Result<Vec<Order>, StoreError> {
-        self.orders_where(
-            "state = 'PAYING' AND rail_next_at_ms <= ?1 ORDER BY rail_next_at_ms LIMIT ?2",
-            params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
-        )
+        self.read(|connection| {
+            orders_where(
+                connection,
+                "state = 'PAYING' AND rail_next_at_ms <= ?1 ORDER BY rail_next_at_ms LIMIT ?2",
+                params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+        })
     }
 
     /// When the next rail step is due.
     pub fn next_rail_at(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self.lock().query_row(
-            "SELECT MIN(rail_next_at_ms) FROM orders WHERE state = 'PAYING'",
-            [],
-            |row| row.get(0),
-        )?)
+        self.read(|connection| {
+            Ok(connection.query_row(
+                "SELECT MIN(rail_next_at_ms) FROM orders WHERE state = 'PAYING'",
+                [],
+                |row| row.get(0),
+            )?)
+        })
     }
 
     /// Unpaid orders past their expiry.
     pub fn expired_orders(&self, now_ms: i64, limit: usize) -> Result<Vec<Order>, StoreError> {
-        self.orders_where(
-            "state IN ('CREATED', 'WAIT_PAY') AND expire_at_ms <= ?1 ORDER BY expire_at_ms LIMIT ?2",
-            params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
-        )
+        self.read(|connection| {
+            orders_where(
+                connection,
+                "state IN ('CREATED', 'WAIT_PAY') AND expire_at_ms <= ?1 ORDER BY expire_at_ms LIMIT ?2",
+                params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+        })
     }
 
     /// Moves an unpaid order's expiry (a close the channel did not answer is tried again later).
     pub fn postpone_expiry(&self, trade_no: &str, expire_at_ms: i64) -> Result<(), StoreError> {
-        self.lock().execute(
-            "UPDATE orders SET expire_at_ms = ?1 WHERE trade_no = ?2 AND state IN ('CREATED', 'WAIT_PAY')",
-            params![expire_at_ms, trade_no],
-        )?;
-        Ok(())
+        let trade_no = trade_no.to_owned();
+        self.write(move |connection| {
+            connection.execute(
+                "UPDATE orders SET expire_at_ms = ?1 WHERE trade_no = ?2 AND state IN ('CREATED', 'WAIT_PAY')",
+                params![expire_at_ms, trade_no],
+            )?;
+            Ok(())
+        })
     }
 
     /// The earliest expiry among unpaid orders.
     pub fn next_expiry_at(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self.lock().query_row(
-            "SELECT MIN(expire_at_ms) FROM orders WHERE state IN ('CREATED', 'WAIT_PAY')",
-            [],
-            |row| row.get(0),
-        )?)
-    }
-
-    fn orders_where(
-        &self,
-        condition: &str,
-        args: impl rusqlite::Params,
-    ) -> Result<Vec<Order>, StoreError> {
-        let connection = self.lock();
-        let mut statement = connection.prepare(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE {condition}"
-        ))?;
-        let rows = statement.query_map(args, order_from_row)?;
-        collect(rows)
+        self.read(|connection| {
+            Ok(connection.query_row(
+                "SELECT MIN(expire_at_ms) FROM orders WHERE state IN ('CREATED', 'WAIT_PAY')",
+                [],
+                |row| row.get(0),
+            )?)
+        })
     }
 
     /// The merchant's refund with this out_refund_no.
@@ -717,29 +832,19 @@ impl Store {
         merchant_id: &str,
         out_refund_no: &str,
     ) -> Result<Option<Refund>, StoreError> {
-        let connection = self.lock();
-        let found = connection
-            .query_row(
-                &format!(
-                    "SELECT {REFUND_COLUMNS} FROM refunds r JOIN orders o ON o.trade_no = r.trade_no \
-                     WHERE r.merchant_id = ?1 AND r.out_refund_no = ?2"
-                ),
-                [merchant_id, out_refund_no],
-                refund_from_row,
-            )
-            .optional()?;
-        found.transpose()
+        self.read(|connection| refund_by_out(connection, merchant_id, out_refund_no))
     }
 
     /// All refunds of an order, oldest first.
     pub fn refunds_of(&self, trade_no: &str) -> Result<Vec<Refund>, StoreError> {
-        let connection = self.lock();
-        let mut statement = connection.prepare(&format!(
-            "SELECT {REFUND_COLUMNS} FROM refunds r JOIN orders o ON o.trade_no = r.trade_no \
-             WHERE r.trade_no = ?1 ORDER BY r.created_at_ms, r.refund_no"
-        ))?;
-        let rows = statement.query_map([trade_no], refund_from_row)?;
-        collect(rows)
+        self.read(|connection| {
+            let mut statement = connection.prepare(&format!(
+                "SELECT {REFUND_COLUMNS} FROM refunds r JOIN orders o ON o.trade_no = r.trade_no \
+                 WHERE r.trade_no = ?1 ORDER BY r.created_at_ms, r.refund_no"
+            ))?;
+            let rows = statement.query_map([trade_no], refund_from_row)?;
+            collect(rows)
+        })
     }
 
     /// In one transaction: returns an existing refund with the same out_refund_no, or checks the
@@ -747,63 +852,44 @@ impl Store {
     /// as PROCESSING. Reserving first means two concurrent refunds can never exceed the paid
     /// amount together.
     pub fn reserve_refund(&self, refund: &Refund) -> Result<ReserveRefund, StoreError> {
-        if let Some(existing) = self.refund_by_out(&refund.merchant_id, &refund.out_refund_no)? {
-            return Ok(ReserveRefund::Existing(Box::new(existing)));
-        }
-        let mut connection = self.lock();
-        let transaction =
-            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let (state, paid_fen, refunded_fen): (String, i64, i64) = transaction.query_row(
-            "SELECT state, paid_fen, refunded_fen FROM orders WHERE trade_no = ?1",
-            [&refund.trade_no],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )?;
-        let state = parse_state(&state)?;
-        if !matches!(state, OrderState::Success | OrderState::Refund) {
-            return Ok(ReserveRefund::NotRefundable(state));
-        }
-        let changed = transaction.execute(
-            "UPDATE orders SET refunded_fen = refunded_fen + ?1 WHERE trade_no = ?2 \
-             AND state IN ('SUCCESS', 'REFUND') AND refunded_fen + ?1 <= paid_fen",
-            params![refund.amount_fen, refund.trade_no],
-        )?;
-        if changed == 0 {
-            return Ok(ReserveRefund::Exceeds {
-                refundable_fen: paid_fen - refunded_fen,
-            });
-        }
-        let inserted = transaction.execute(
-            "INSERT INTO refunds (refund_no, merchant_id, out_refund_no, trade_no, request_hash, amount_fen, reason, state, created_at_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'PROCESSING', ?8)",
-            params![
-                refund.refund_no,
-                refund.merchant_id,
-                refund.out_refund_no,
-                refund.trade_no,
-                refund.request_hash,
-                refund.amount_fen,
-                refund.reason,
-                refund.created_at_ms
-            ],
-        );
-        match inserted {
-            Ok(_) => {
-                transaction.commit()?;
-                Ok(ReserveRefund::Reserved)
+        let refund = refund.clone();
+        self.write(move |connection| {
+            if let Some(existing) = refund_by_out(connection, &refund.merchant_id, &refund.out_refund_no)? {
+                return Ok(ReserveRefund::Existing(Box::new(existing)));
             }
-            Err(error) if is_unique_violation(&error) => {
-                // A concurrent request with the same out_refund_no won; roll back our reservation.
-                drop(transaction);
-                drop(connection);
-                match self.refund_by_out(&refund.merchant_id, &refund.out_refund_no)? {
-                    Some(existing) => Ok(ReserveRefund::Existing(Box::new(existing))),
-                    None => Err(StoreError::Corrupt(
-                        "refund unique violation without a row".into(),
-                    )),
-                }
+            let (state, paid_fen, refunded_fen): (String, i64, i64) = connection.query_row(
+                "SELECT state, paid_fen, refunded_fen FROM orders WHERE trade_no = ?1",
+                [&refund.trade_no],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )?;
+            let state = parse_state(&state)?;
+            if !matches!(state, OrderState::Success | OrderState::Refund) {
+                return Ok(ReserveRefund::NotRefundable(state));
             }
-            Err(error) => Err(error.into()),
-        }
+            let changed = connection.execute(
+                "UPDATE orders SET refunded_fen = refunded_fen + ?1 WHERE trade_no = ?2 \
+                 AND state IN ('SUCCESS', 'REFUND') AND refunded_fen + ?1 <= paid_fen",
+                params![refund.amount_fen, refund.trade_no],
+            )?;
+            if changed == 0 {
+                return Ok(ReserveRefund::Exceeds { refundable_fen: paid_fen - refunded_fen });
+            }
+            connection.execute(
+                "INSERT INTO refunds (refund_no, merchant_id, out_refund_no, trade_no, request_hash, amount_fen, reason, state, created_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'PROCESSING', ?8)",
+                params![
+                    refund.refund_no,
+                    refund.merchant_id,
+                    refund.out_refund_no,
+                    refund.trade_no,
+                    refund.request_hash,
+                    refund.amount_fen,
+                    refund.reason,
+                    refund.created_at_ms
+                ],
+            )?;
+            Ok(ReserveRefund::Reserved)
+        })
     }
 
     /// Finishes a PROCESSING refund. Success moves the order to REFUND (first refund) and keeps
@@ -814,100 +900,94 @@ impl Store {
         success: bool,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut connection = self.lock();
-        let transaction =
-            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let new_state = if success {
-            RefundState::Success
-        } else {
-            RefundState::Fail
-        };
-        let changed = transaction.execute(
-            "UPDATE refunds SET state = ?1, finished_at_ms = ?2 WHERE refund_no = ?3 AND state = 'PROCESSING'",
-            params![new_state.as_str(), now_ms, refund_no],
-        )?;
-        if changed == 0 {
-            return Ok(false);
-        }
-        let (trade_no, amount_fen): (String, i64) = transaction.query_row(
-            "SELECT trade_no, amount_fen FROM refunds WHERE refund_no = ?1",
-            [refund_no],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        if success {
-            transaction.execute(
-                "UPDATE orders SET state = 'REFUND', updated_at_ms = ?1 WHERE trade_no = ?2 AND state = 'SUCCESS'",
-                params![now_ms, trade_no],
+        let refund_no = refund_no.to_owned();
+        self.write(move |connection| {
+            let new_state = if success { RefundState::Success } else { RefundState::Fail };
+            let changed = connection.execute(
+                "UPDATE refunds SET state = ?1, finished_at_ms = ?2 WHERE refund_no = ?3 AND state = 'PROCESSING'",
+                params![new_state.as_str(), now_ms, refund_no],
             )?;
-        } else {
-            transaction.execute(
-                "UPDATE orders SET refunded_fen = refunded_fen - ?1, updated_at_ms = ?2 WHERE trade_no = ?3",
-                params![amount_fen, now_ms, trade_no],
+            if changed == 0 {
+                return Ok(false);
+            }
+            let (trade_no, amount_fen): (String, i64) = connection.query_row(
+                "SELECT trade_no, amount_fen FROM refunds WHERE refund_no = ?1",
+                [&refund_no],
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )?;
-        }
-        transaction.commit()?;
-        Ok(true)
+            if success {
+                connection.execute(
+                    "UPDATE orders SET state = 'REFUND', updated_at_ms = ?1 WHERE trade_no = ?2 AND state = 'SUCCESS'",
+                    params![now_ms, trade_no],
+                )?;
+            } else {
+                connection.execute(
+                    "UPDATE orders SET refunded_fen = refunded_fen - ?1, updated_at_ms = ?2 WHERE trade_no = ?3",
+                    params![amount_fen, now_ms, trade_no],
+                )?;
+            }
+            Ok(true)
+        })
     }
 
     /// Pending notifies due now.
     pub fn due_notifies(&self, now_ms: i64, limit: usize) -> Result<Vec<Notify>, StoreError> {
-        let connection = self.lock();
-        let mut statement = connection.prepare(&format!(
-            "SELECT {NOTIFY_COLUMNS} FROM notifies WHERE state = 'PENDING' AND next_at_ms <= ?1 ORDER BY next_at_ms LIMIT ?2"
-        ))?;
-        let rows = statement.query_map(
-            params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
-            notify_from_row,
-        )?;
-        collect(rows)
+        self.read(|connection| {
+            let mut statement = connection.prepare(&format!(
+                "SELECT {NOTIFY_COLUMNS} FROM notifies WHERE state = 'PENDING' AND next_at_ms <= ?1 ORDER BY next_at_ms LIMIT ?2"
+            ))?;
+            let rows = statement.query_map(params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)], notify_from_row)?;
+            collect(rows)
+        })
     }
 
     /// When the next pending notify is due.
     pub fn next_notify_at(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self.lock().query_row(
-            "SELECT MIN(next_at_ms) FROM notifies WHERE state = 'PENDING'",
-            [],
-            |row| row.get(0),
-        )?)
+        self.read(|connection| {
+            Ok(connection.query_row(
+                "SELECT MIN(next_at_ms) FROM notifies WHERE state = 'PENDING'",
+                [],
+                |row| row.get(0),
+            )?)
+        })
     }
 
     /// One notify.
     pub fn notify(&self, notify_id: &str) -> Result<Option<Notify>, StoreError> {
-        let connection = self.lock();
-        let found = connection
-            .query_row(
-                &format!("SELECT {NOTIFY_COLUMNS} FROM notifies WHERE notify_id = ?1"),
-                [notify_id],
-                notify_from_row,
-            )
-            .optional()?;
-        found.transpose()
+        self.read(|connection| {
+            let found = connection
+                .query_row(
+                    &format!("SELECT {NOTIFY_COLUMNS} FROM notifies WHERE notify_id = ?1"),
+                    [notify_id],
+                    notify_from_row,
+                )
+                .optional()?;
+            found.transpose()
+        })
     }
 
     /// All notifies about an order.
     pub fn notifies_of(&self, trade_no: &str) -> Result<Vec<Notify>, StoreError> {
-        let connection = self.lock();
-        let mut statement = connection
-            .prepare(&format!("SELECT {NOTIFY_COLUMNS} FROM notifies WHERE trade_no = ?1 ORDER BY created_at_ms, notify_id"))?;
-        let rows = statement.query_map([trade_no], notify_from_row)?;
-        collect(rows)
+        self.read(|connection| {
+            let mut statement = connection.prepare(&format!(
+                "SELECT {NOTIFY_COLUMNS} FROM notifies WHERE trade_no = ?1 ORDER BY created_at_ms, notify_id"
+            ))?;
+            let rows = statement.query_map([trade_no], notify_from_row)?;
+            collect(rows)
+        })
     }
 
     /// The attempts made for a notify, in order.
     pub fn notify_attempts(&self, notify_id: &str) -> Result<Vec<NotifyAttempt>, StoreError> {
-        let connection = self.lock();
-        let mut statement = connection.prepare(
-            "SELECT attempt_no, at_ms, outcome, delivered FROM notify_attempts WHERE notify_id = ?1 ORDER BY attempt_no",
-        )?;
-        let rows = statement.query_map([notify_id], |row| {
-            Ok(NotifyAttempt {
-                attempt_no: row.get(0)?,
-                at_ms: row.get(1)?,
-                outcome: row.get(2)?,
-                delivered: row.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        self.read(|connection| {
+            let mut statement = connection.prepare(
+                "SELECT attempt_no, at_ms, outcome, delivered FROM notify_attempts WHERE notify_id = ?1 ORDER BY attempt_no",
+            )?;
+            let rows = statement.query_map([notify_id], |row| {
+                Ok(NotifyAttempt { attempt_no: row.get(0)?, at_ms: row.get(1)?, outcome: row.get(2)?, delivered: row.get(3)? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
     }
 
     /// Records an attempt and the notify's next state: delivered, pending until `next_at_ms`,
@@ -920,57 +1000,290 @@ impl Store {
         delivered: bool,
         next_at_ms: Option<i64>,
     ) -> Result<(), StoreError> {
-        let mut connection = self.lock();
-        let transaction =
-            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let attempts: i64 = transaction.query_row(
-            "SELECT attempts FROM notifies WHERE notify_id = ?1",
-            [notify_id],
-            |row| row.get(0),
-        )?;
-        let attempt_no = attempts + 1;
-        transaction.execute(
-            "INSERT INTO notify_attempts (notify_id, attempt_no, at_ms, outcome, delivered) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![notify_id, attempt_no, now_ms, outcome, delivered],
-        )?;
-        let state = match (delivered, next_at_ms) {
-            (true, _) => NotifyState::Delivered,
-            (false, Some(_)) => NotifyState::Pending,
-            (false, None) => NotifyState::GaveUp,
-        };
-        transaction.execute(
-            "UPDATE notifies SET attempts = ?1, state = ?2, next_at_ms = ?3 WHERE notify_id = ?4",
-            params![
-                attempt_no,
-                state.as_str(),
-                if delivered { None } else { next_at_ms },
-                notify_id
-            ],
-        )?;
-        transaction.commit()?;
-        Ok(())
+        let (notify_id, outcome) = (notify_id.to_owned(), outcome.to_owned());
+        self.write(move |connection| {
+            let attempts: i64 =
+                connection.query_row("SELECT attempts FROM notifies WHERE notify_id = ?1", [&notify_id], |row| row.get(0))?;
+            let attempt_no = attempts + 1;
+            connection.execute(
+                "INSERT INTO notify_attempts (notify_id, attempt_no, at_ms, outcome, delivered) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![notify_id, attempt_no, now_ms, outcome, delivered],
+            )?;
+            let state = match (delivered, next_at_ms) {
+                (true, _) => NotifyState::Delivered,
+                (false, Some(_)) => NotifyState::Pending,
+                (false, None) => NotifyState::GaveUp,
+            };
+            connection.execute(
+                "UPDATE notifies SET attempts = ?1, state = ?2, next_at_ms = ?3 WHERE notify_id = ?4",
+                params![attempt_no, state.as_str(), if delivered { None } else { next_at_ms }, notify_id],
+            )?;
+            Ok(())
+        })
     }
 
     /// Operator resend: makes the notify pending and due now, whatever its state. Returns
     /// `false` if there is no such notify.
     pub fn resend_notify(&self, notify_id: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let changed = self.lock().execute(
-            "UPDATE notifies SET state = 'PENDING', next_at_ms = ?1 WHERE notify_id = ?2",
-            params![now_ms, notify_id],
-        )?;
-        Ok(changed == 1)
+        let notify_id = notify_id.to_owned();
+        self.write(move |connection| {
+            let changed = connection.execute(
+                "UPDATE notifies SET state = 'PENDING', next_at_ms = ?1 WHERE notify_id = ?2",
+                params![now_ms, notify_id],
+            )?;
+            Ok(changed == 1)
+        })
     }
 
     /// Counts rows of a table, for tests and operators. Only fixed table names are accepted.
     pub fn count_rows(&self, table: &str) -> Result<i64, StoreError> {
         let table = match table {
-            "orders" | "refunds" | "notifies" | "notify_attempts" | "nonces" | "merchants" => table,
+            "orders" | "refunds" | "notifies" | "notify_attempts" | "merchants" => table,
             other => return Err(StoreError::Corrupt(format!("unknown table {other:?}"))),
         };
-        Ok(self
+        self.read(|connection| {
+            Ok(
+                connection.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                    row.get(0)
+                })?,
+            )
+        })
+    }
+}
+
+/// The replay cache of request nonces, in its own database file with `synchronous=NORMAL`.
+///
+/// Every signed request with a nonce writes here, queries included; with FULL sync in the main
+/// database each of those writes would wait for an fsync. NORMAL (WAL) survives a process crash
+/// but may lose the last nonces on power loss: a replay inside the 300 s window after a power
+/// failure could then pass this check, and is still stopped by idempotency (the same
+/// out_trade_no or out_refund_no returns the original result, never a second charge).
+#[derive(Debug)]
+pub struct NonceStore {
+    connection: Mutex<Connection>,
+}
+
+impl NonceStore {
+    /// Opens (creating if needed) the nonce database.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let connection = open_connection(path)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.execute_batch(
+            "CREATE TABLE IF NOT EXISTS nonces (
+                merchant_id TEXT NOT NULL,
+                nonce TEXT NOT NULL,
+                expires_at_ms INTEGER NOT NULL,
+                PRIMARY KEY (merchant_id, nonce)
+            );
+            CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces (expires_at_ms);",
+        )?;
+        Ok(Self {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    /// Records a nonce; `false` if the merchant already used it and it has not expired.
+    pub fn remember(
+        &self,
+        merchant_id: &str,
+        nonce: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let connection = self
+            .connection
             .lock()
-            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
-                row.get(0)
-            })?)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        connection.execute("DELETE FROM nonces WHERE expires_at_ms < ?1", [now_ms])?;
+        let result = connection.execute(
+            "INSERT INTO nonces (merchant_id, nonce, expires_at_ms) VALUES (?1, ?2, ?3)",
+            params![merchant_id, nonce, expires_at_ms],
+        );
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_unique_violation(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+fn migrate(connection: &Connection) -> Result<(), StoreError> {
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let applied: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let applied = usize::try_from(applied).unwrap_or(0);
+        if applied > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "database schema version {applied} is newer than this gateway ({}); upgrade the gateway",
+                MIGRATIONS.len()
+            )));
+        }
+        for migration in &MIGRATIONS[applied..] {
+            connection.execute_batch(migration)?;
+        }
+        connection.pragma_update(None, "user_version", MIGRATIONS.len())?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(connection.execute_batch("COMMIT")?),
+        Err(error) => {
+            let _ = connection.execute_batch("ROLLBACK");
+            Err(error)
+        }
+    }
+}
+
+fn order_where(
+    connection: &Connection,
+    condition: &str,
+    args: impl rusqlite::Params,
+) -> Result<Option<Order>, StoreError> {
+    let found = connection
+        .query_row(
+            &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE {condition}"),
+            args,
+            order_from_row,
+        )
+        .optional()?;
+    found.transpose()
+}
+
+fn orders_where(
+    connection: &Connection,
+    condition: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Order>, StoreError> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE {condition}"
+    ))?;
+    let rows = statement.query_map(args, order_from_row)?;
+    collect(rows)
+}
+
+fn refund_by_out(
+    connection: &Connection,
+    merchant_id: &str,
+    out_refund_no: &str,
+) -> Result<Option<Refund>, StoreError> {
+    let found = connection
+        .query_row(
+            &format!(
+                "SELECT {REFUND_COLUMNS} FROM refunds r JOIN orders o ON o.trade_no = r.trade_no \
+                 WHERE r.merchant_id = ?1 AND r.out_refund_no = ?2"
+            ),
+            [merchant_id, out_refund_no],
+            refund_from_row,
+        )
+        .optional()?;
+    found.transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn order(out_trade_no: &str) -> Order {
+        Order {
+            trade_no: format!("T-{out_trade_no}"),
+            merchant_id: "M1".into(),
+            out_trade_no: out_trade_no.into(),
+            request_hash: "h".into(),
+            pay_type: PayType::Alipay,
+            total_fen: 100,
+            currency: "CNY".into(),
+            subject: "s".into(),
+            body: String::new(),
+            notify_url: "http://127.0.0.1/n".into(),
+            return_url: String::new(),
+            state: OrderState::Created,
+            pay_url: String::new(),
+            prepay_id: String::new(),
+            paid_fen: 0,
+            refunded_fen: 0,
+            pay_time_ms: None,
+            fail_sub_code: String::new(),
+            by_auth_code: false,
+            created_at_ms: 0,
+            expire_at_ms: 1_000,
+            rail_pay_at_ms: None,
+            rail_next_at_ms: None,
+            rail_reversing: false,
+        }
+    }
+
+    #[test]
+    fn concurrent_writers_share_commits_and_the_unique_index_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("g.sqlite")).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|thread| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut inserted = 0;
+                    for i in 0..50 {
+                        // Every thread also races for the same shared numbers.
+                        let number = if i % 5 == 0 {
+                            format!("shared-{i}")
+                        } else {
+                            format!("t{thread}-{i}")
+                        };
+                        if matches!(
+                            store.insert_order(&order(&number), 0).unwrap(),
+                            InsertOrder::Inserted
+                        ) {
+                            inserted += 1;
+                        }
+                    }
+                    inserted
+                })
+            })
+            .collect();
+        let inserted: i64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(inserted, 8 * 40 + 10);
+        assert_eq!(store.count_rows("orders").unwrap(), inserted);
+    }
+
+    #[test]
+    fn a_failing_job_rolls_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("g.sqlite")).unwrap();
+        let merchant = |id: &str| Merchant {
+            merchant_id: id.into(),
+            name: "n".into(),
+            sign_type: crate::signing::SignType::HmacSha256,
+            secret: Some("s".into()),
+            public_key_der: None,
+            notify_hosts: vec!["127.0.0.1".into()],
+        };
+        let failed: Result<(), StoreError> = store.write(|connection| {
+            connection.execute(
+                "INSERT INTO merchants (merchant_id, name, sign_type, notify_hosts, created_at_ms) VALUES ('lost', 'n', 'HMAC-SHA256', '[]', 0)",
+                [],
+            )?;
+            Err(StoreError::Corrupt("job fails after writing".into()))
+        });
+        assert!(failed.is_err());
+        assert!(store.insert_merchant(&merchant("kept"), 0).unwrap());
+        assert!(!store.insert_merchant(&merchant("kept"), 0).unwrap());
+        assert!(
+            store.insert_merchant(&merchant("lost"), 0).unwrap(),
+            "the failed job's row was rolled back"
+        );
+        assert_eq!(store.count_rows("merchants").unwrap(), 2);
+    }
+
+    #[test]
+    fn nonces_are_single_use_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let nonces = NonceStore::open(&dir.path().join("n.sqlite")).unwrap();
+        assert!(nonces.remember("M", "a", 0, 300).unwrap());
+        assert!(!nonces.remember("M", "a", 100, 400).unwrap());
+        assert!(nonces.remember("M2", "a", 100, 400).unwrap());
+        assert!(
+            nonces.remember("M", "a", 301, 601).unwrap(),
+            "expired nonces are forgotten"
+        );
     }
 }

@@ -242,7 +242,11 @@ impl Gateway {
     }
 
     fn count(&self, sql: &str) -> i64 {
-        let connection = rusqlite::Connection::open(self.data.join("gateway.sqlite")).unwrap();
+        self.count_in("gateway.sqlite", sql)
+    }
+
+    fn count_in(&self, file: &str, sql: &str) -> i64 {
+        let connection = rusqlite::Connection::open(self.data.join(file)).unwrap();
         connection.query_row(sql, [], |row| row.get(0)).unwrap()
     }
 }
@@ -771,7 +775,7 @@ async fn authentication_failures_are_refused_with_their_sub_codes_and_store_noth
     }
     assert_eq!(gateway.count("SELECT COUNT(*) FROM orders"), 0);
     assert_eq!(
-        gateway.count("SELECT COUNT(*) FROM nonces"),
+        gateway.count_in("nonces.sqlite", "SELECT COUNT(*) FROM nonces"),
         0,
         "no nonce stored for refused requests"
     );
