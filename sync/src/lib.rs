@@ -7,6 +7,8 @@
 
 pub mod auth;
 pub mod canonical;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod ingest;
 pub mod journal;
 pub mod payload;
