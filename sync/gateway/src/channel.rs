@@ -66,6 +66,10 @@ pub enum ChannelError {
     /// effect. Never retried on another channel.
     #[error("the channel did not answer; the outcome is unknown")]
     NoAnswer,
+    /// The request surely did not reach the channel (connection refused): nothing happened
+    /// there, and the caller may try again.
+    #[error("the channel is unavailable; the request did not reach it")]
+    Unavailable,
     /// The auth code has the wrong format for this rail.
     #[error("the payment code is not valid for this channel")]
     AuthCodeInvalid,
@@ -172,6 +176,10 @@ pub struct SandboxConfig {
     /// Knobs per pay type (`alipay`, `wechat`, `unionpay`, `card`).
     pub channels: BTreeMap<String, SandboxChannelConfig>,
 }
+
+/// Code payments whose amount ends in this many fen never reach the sandbox (as if the
+/// connection were refused), so callers can see a surely-unsent failure.
+pub const UNREACHABLE_AMOUNT_FEN_PART: i64 = 96;
 
 /// What happens to one code payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -481,6 +489,9 @@ impl Channel for SandboxChannel {
         now_ms: i64,
     ) -> Result<PayOutcome, ChannelError> {
         self.simulate_latency();
+        if UNREACHABLE_AMOUNT_FEN_PART == amount_fen % 100 {
+            return Err(ChannelError::Unavailable);
+        }
         if crate::model::check_auth_code(self.pay_type, auth_code).is_err() {
             return Err(ChannelError::AuthCodeInvalid);
         }

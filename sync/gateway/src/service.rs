@@ -704,6 +704,17 @@ impl Gateway {
                     ..TransitionChanges::default()
                 },
             ),
+            Err(ChannelError::Unavailable) => {
+                // The request surely did not reach the channel: forget the order, so the same
+                // out_trade_no can be sent again, and say so (this is the only failure after
+                // which trying again, even elsewhere, is safe).
+                self.store.discard_unsent_order(&order.trade_no)?;
+                return Err(ApiError::retryable(
+                    ErrorClass::Busy,
+                    "CHANNEL_UNAVAILABLE",
+                    "the channel could not be reached and nothing was charged; retry later",
+                ));
+            }
             Ok(PayOutcome::Paying) | Err(_) => return Ok(order),
         };
         self.move_order(&order, to, &changes, now_ms)?;

@@ -753,6 +753,20 @@ impl Store {
         })
     }
 
+    /// Deletes a PAYING code payment whose pay request surely never reached the channel, so its
+    /// out_trade_no is free again. Nothing else refers to such an order yet.
+    pub fn discard_unsent_order(&self, trade_no: &str) -> Result<(), StoreError> {
+        let trade_no = trade_no.to_owned();
+        self.write(move |connection| {
+            connection.execute(
+                "DELETE FROM orders WHERE trade_no = ?1 AND state = 'PAYING' AND by_auth_code = 1 \
+                 AND NOT EXISTS (SELECT 1 FROM notifies WHERE notifies.trade_no = orders.trade_no)",
+                [trade_no],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Sets when the rail worker looks at a PAYING order next, and whether it is reversing.
     pub fn set_rail_schedule(
         &self,

@@ -1214,6 +1214,33 @@ async fn code_payments_follow_the_rails_rule() {
     gateway.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_channel_is_1006_and_leaves_nothing_behind() {
+    let (_dir, merchant, gateway) = start(&[]).await;
+    let unreachable = merchant
+        .call(
+            &gateway,
+            "/api/payment/create",
+            code_order("U-1", "8.96", "alipay", "2645678901234567"),
+        )
+        .await;
+    assert_error(&unreachable, 503, 1006, "CHANNEL_UNAVAILABLE");
+    assert_eq!(unreachable.1["retryable"], true);
+    assert_eq!(gateway.count("SELECT COUNT(*) FROM orders"), 0);
+    // Nothing reached the channel, so the code is still good and the number is free again.
+    let (status, paid) = merchant
+        .call(
+            &gateway,
+            "/api/payment/create",
+            code_order("U-1", "8.00", "alipay", "2645678901234567"),
+        )
+        .await;
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(paid["trade_status"], "SUCCESS");
+    assert_eq!(gateway.count("SELECT paid_fen FROM orders"), 800);
+    gateway.stop().await;
+}
+
 /// Asserts the attempt log matches the schedule: at once, then 15 s, 15 s, 30 s, 2 m, ...
 fn assert_schedule(notify: &Value, created_at_ms: i64) {
     let offsets: Vec<i64> = notify["attempt_log"]
