@@ -107,6 +107,8 @@ pub enum Event {
         seq: u64,
         kind: String,
     },
+    /// The lane's link to the gateway changed (or a periodic refresh of its figures).
+    SyncStatus(SyncStatusView),
     /// The background check of the whole journal finished.
     JournalChecked {
         intact: bool,
@@ -187,6 +189,24 @@ pub struct StatusView {
     pub journal_last_seq: u64,
     pub outbox_len: u64,
     pub acknowledged_seq: u64,
+}
+
+/// The lane's link to the gateway, as the status bar and HQ show it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatusView {
+    /// Whether the gateway answered within the last few seconds.
+    pub online: bool,
+    /// Live WebSocket channel up.
+    pub live: bool,
+    /// Journal entries not yet acknowledged by the gateway.
+    pub backlog: u64,
+    pub acknowledged_seq: u64,
+    /// When the gateway last acknowledged something (lane clock, ms).
+    pub last_sync_ms: Option<i64>,
+    /// Gateway clock minus lane clock, when known; the screen warns past a minute.
+    pub clock_skew_ms: Option<i64>,
+    /// Why the lane is offline or what the gateway refused, in words.
+    pub problem: Option<String>,
 }
 
 /// Why a command was refused, in words for the cashier, with a stable code for programs.

@@ -14,6 +14,7 @@ pub mod lane;
 pub mod local_api;
 pub mod service;
 pub mod store;
+pub mod uplink;
 
 use std::path::Path;
 

@@ -45,6 +45,12 @@ impl LaneHandle {
         self.events.subscribe()
     }
 
+    /// Publishes an event that did not come from a command (sync status, devices).
+    pub fn publish(&self, event: Event) {
+        // No subscribers is fine: nobody is watching right now.
+        let _ = self.events.send(event);
+    }
+
     pub fn terminal_id(&self) -> &str {
         &self.terminal_id
     }
