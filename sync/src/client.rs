@@ -8,7 +8,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::auth::{self, Ack, header};
 use crate::journal::SignedEntry;
-use crate::wire::{EnrollRequest, EnrollResponse, IngestResult, JournalBatch, WireEntry, enroll_proof_bytes};
+use crate::wire::{
+    EnrollRequest, EnrollResponse, IngestResult, JournalBatch, WireEntry, enroll_proof_bytes,
+};
 
 /// How long one REST call may take before the lane treats the gateway as unreachable.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,7 +23,9 @@ pub const WS_PATH: &str = "/v1/terminal/ws";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("gateway URL `{0}` is not allowed: use https://, or http:// only to this machine (loopback)")]
+    #[error(
+        "gateway URL `{0}` is not allowed: use https://, or http:// only to this machine (loopback)"
+    )]
     InsecureUrl(String),
     #[error("cannot reach the gateway: {0}")]
     Unreachable(String),
@@ -63,8 +67,15 @@ pub fn check_url(base_url: &str) -> Result<(), ClientError> {
         authority.split(':').next().unwrap_or("")
     };
     let loopback = host == "localhost"
-        || host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false);
-    if loopback { Ok(()) } else { Err(ClientError::InsecureUrl(base_url.into())) }
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false);
+    if loopback {
+        Ok(())
+    } else {
+        Err(ClientError::InsecureUrl(base_url.into()))
+    }
 }
 
 fn nonce() -> Result<String, ClientError> {
@@ -82,31 +93,50 @@ fn http_client() -> Result<reqwest::Client, ClientError> {
         .map_err(|e| ClientError::Unreachable(e.to_string()))
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Result<(T, Option<i64>), ClientError> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<(T, Option<i64>), ClientError> {
     let status = response.status();
     let server_time = response
         .headers()
         .get(header::SERVER_TIME)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let body = response.bytes().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| ClientError::Unreachable(e.to_string()))?;
     if !status.is_success() {
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
-        return Err(ClientError::Refused { status: status.as_u16(), message });
+        return Err(ClientError::Refused {
+            status: status.as_u16(),
+            message,
+        });
     }
     let value = serde_json::from_slice(&body).map_err(|e| ClientError::Malformed(e.to_string()))?;
     Ok((value, server_time))
 }
 
 /// Registers a freshly generated terminal key with a one-time enrollment token.
-pub async fn enroll(base_url: &str, token: &str, key: &SigningKey, name: Option<String>) -> Result<EnrollResponse, ClientError> {
+pub async fn enroll(
+    base_url: &str,
+    token: &str,
+    key: &SigningKey,
+    name: Option<String>,
+) -> Result<EnrollResponse, ClientError> {
     check_url(base_url)?;
     let public_key = hex::encode(key.verifying_key().to_bytes());
     let proof = hex::encode(key.sign(&enroll_proof_bytes(token, &public_key)).to_bytes());
-    let request = EnrollRequest { token: token.into(), public_key, proof, name, version: env!("CARGO_PKG_VERSION").into() };
+    let request = EnrollRequest {
+        token: token.into(),
+        public_key,
+        proof,
+        name,
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
     let response = http_client()?
         .post(format!("{}{ENROLL_PATH}", base_url.trim_end_matches('/')))
         .json(&request)
@@ -131,7 +161,12 @@ pub struct GatewayClient {
 pub struct ServerTime(pub Option<i64>);
 
 impl GatewayClient {
-    pub fn new(base_url: &str, terminal_id: &str, key: SigningKey, gateway_key: VerifyingKey) -> Result<GatewayClient, ClientError> {
+    pub fn new(
+        base_url: &str,
+        terminal_id: &str,
+        key: SigningKey,
+        gateway_key: VerifyingKey,
+    ) -> Result<GatewayClient, ClientError> {
         check_url(base_url)?;
         Ok(GatewayClient {
             http: http_client()?,
@@ -146,8 +181,22 @@ impl GatewayClient {
         &self.terminal_id
     }
 
-    fn signed_headers(&self, method: &str, path: &str, body: &[u8], now_ms: i64) -> Result<Vec<(&'static str, String)>, ClientError> {
-        let signed = auth::sign_request(&self.key, &self.terminal_id, method, path, body, now_ms, &nonce()?);
+    fn signed_headers(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<Vec<(&'static str, String)>, ClientError> {
+        let signed = auth::sign_request(
+            &self.key,
+            &self.terminal_id,
+            method,
+            path,
+            body,
+            now_ms,
+            &nonce()?,
+        );
         Ok(vec![
             (header::TERMINAL, signed.terminal_id),
             (header::TIMESTAMP, signed.timestamp_ms.to_string()),
@@ -157,14 +206,27 @@ impl GatewayClient {
     }
 
     /// Sends consecutive entries; returns the gateway's verified answer.
-    pub async fn send_batch(&self, entries: &[SignedEntry], now_ms: i64) -> Result<(IngestResult, ServerTime), ClientError> {
-        let batch = JournalBatch { entries: entries.iter().map(WireEntry::from).collect() };
+    pub async fn send_batch(
+        &self,
+        entries: &[SignedEntry],
+        now_ms: i64,
+    ) -> Result<(IngestResult, ServerTime), ClientError> {
+        let batch = JournalBatch {
+            entries: entries.iter().map(WireEntry::from).collect(),
+        };
         let body = serde_json::to_vec(&batch).map_err(|e| ClientError::Malformed(e.to_string()))?;
-        let mut request = self.http.post(format!("{}{JOURNAL_PATH}", self.base_url)).header("content-type", "application/json");
+        let mut request = self
+            .http
+            .post(format!("{}{JOURNAL_PATH}", self.base_url))
+            .header("content-type", "application/json");
         for (name, value) in self.signed_headers("POST", JOURNAL_PATH, &body, now_ms)? {
             request = request.header(name, value);
         }
-        let response = request.body(body).send().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
         let (result, server_time): (IngestResult, _) = read_json(response).await?;
         self.verify_ack(&result.ack)?;
         Ok((result, ServerTime(server_time)))
@@ -172,15 +234,23 @@ impl GatewayClient {
 
     /// Checks an acknowledgement's gateway signature; returns the acknowledged hash.
     pub fn verify_ack(&self, ack: &Ack) -> Result<[u8; 32], ClientError> {
-        ack.verify(&self.gateway_key, &self.terminal_id).map_err(ClientError::BadAck)
+        ack.verify(&self.gateway_key, &self.terminal_id)
+            .map_err(ClientError::BadAck)
     }
 
     /// The signed request that opens the live WebSocket channel.
-    pub fn ws_request(&self, now_ms: i64) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, ClientError> {
+    pub fn ws_request(
+        &self,
+        now_ms: i64,
+    ) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, ClientError> {
         let url = format!("{}{WS_PATH}", self.base_url).replacen("http", "ws", 1);
-        let mut request = url.into_client_request().map_err(|e| ClientError::Malformed(e.to_string()))?;
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| ClientError::Malformed(e.to_string()))?;
         for (name, value) in self.signed_headers("GET", WS_PATH, b"", now_ms)? {
-            let value = value.parse().map_err(|_| ClientError::Malformed("header value".into()))?;
+            let value = value
+                .parse()
+                .map_err(|_| ClientError::Malformed("header value".into()))?;
             request.headers_mut().insert(name, value);
         }
         Ok(request)
