@@ -38,6 +38,8 @@ pub const RAIL_POLL_WINDOW_MS: i64 = 60_000;
 pub const RAIL_MIN_REVERSE_DELAY_MS: i64 = 15_000;
 /// When a channel does not answer a close, the timeout close tries again this much later.
 const CLOSE_RETRY_MS: i64 = 5_000;
+/// Compare-and-set attempts when closing an order that another request is moving.
+const CLOSE_CAS_ATTEMPTS: usize = 3;
 /// Longest merchant-chosen identifier (out_trade_no, out_refund_no, nonce).
 const MAX_ID_LEN: usize = 64;
 /// Longest subject.
@@ -343,7 +345,16 @@ impl Gateway {
         };
         let merchant = match self.authenticate(&params, now_ms) {
             Ok(merchant) => merchant,
-            Err(failure) => return self.error_reply(failure.0.as_ref(), &failure.1, now_ms),
+            Err(failure) => {
+                // Authentication failures are what an attack or a misconfigured merchant
+                // looks like: worth a warning with the reason, never the secret or signature.
+                tracing::warn!(
+                    sub_code = failure.1.sub_code,
+                    ?operation,
+                    "merchant request not authenticated"
+                );
+                return self.error_reply(failure.0.as_ref(), &failure.1, now_ms);
+            }
         };
         let result = match operation {
             Operation::Create => self.create(&merchant, &params, now_ms),
@@ -358,6 +369,13 @@ impl Gateway {
                 fields: self.sign_fields(&merchant, fields, now_ms),
             },
             Err((error, extra)) => {
+                tracing::info!(
+                    merchant_id = %merchant.merchant_id,
+                    ?operation,
+                    error_code = error.class.code(),
+                    sub_code = error.sub_code,
+                    "merchant request refused"
+                );
                 let mut reply = self.error_reply(Some(&merchant), &error, now_ms);
                 if let Some(extra) = extra {
                     for (key, value) in extra {
@@ -843,12 +861,30 @@ impl Gateway {
         let channel = self.channel(order.pay_type)?;
         match channel.close(&order.trade_no, now_ms) {
             Ok(()) => {
-                self.move_order(
-                    order,
-                    OrderState::Closed,
-                    &TransitionChanges::default(),
-                    now_ms,
-                )?;
+                // The order may have moved CREATED → WAIT_PAY (scanned) since it was read; the
+                // channel trade is closed either way, so close from whatever open state it has.
+                let mut current = order.clone();
+                for _ in 0..CLOSE_CAS_ATTEMPTS {
+                    if self
+                        .move_order(
+                            &current,
+                            OrderState::Closed,
+                            &TransitionChanges::default(),
+                            now_ms,
+                        )?
+                        .is_some()
+                    {
+                        break;
+                    }
+                    match self.store.order(&order.trade_no)? {
+                        Some(fresh)
+                            if matches!(fresh.state, OrderState::Created | OrderState::WaitPay) =>
+                        {
+                            current = fresh;
+                        }
+                        _ => break,
+                    }
+                }
             }
             Err(ChannelError::AlreadyPaid) => {
                 if let Ok(TradeStatus::Success { paid_at_ms }) =
