@@ -37,6 +37,28 @@ pub fn open_lane(config: &AgentConfig) -> anyhow::Result<(lane::Lane, ed25519_da
     Ok((lane, key))
 }
 
+/// Where and how this lane syncs, when it is enrolled: the gateway URL from the configuration
+/// and the gateway key recorded at enrollment.
+pub fn uplink_settings(config: &AgentConfig) -> anyhow::Result<Option<uplink::UplinkSettings>> {
+    let Some(gateway) = &config.gateway else {
+        return Ok(None);
+    };
+    let db = store::db_path(&config.storage.data_dir);
+    let conn = store::open(&db, store::Durability::Full)?;
+    let Some(keys) = store::meta(&conn, "gateway_keys")? else {
+        return Ok(None);
+    };
+    let first = keys.split(',').next().unwrap_or_default();
+    let gateway_key = lanepay_sync::auth::parse_public_key(first)
+        .with_context(|| format!("the stored gateway key `{first}` is damaged; enroll again"))?;
+    Ok(Some(uplink::UplinkSettings {
+        base_url: gateway.url.clone(),
+        terminal_id: config.terminal.id.clone(),
+        gateway_key,
+        db,
+    }))
+}
+
 /// The configuration file's conventional place inside a data directory.
 pub fn config_path(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("agent.toml")

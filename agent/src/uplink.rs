@@ -63,7 +63,9 @@ enum UplinkError {
 /// The uplink's working state.
 struct Uplink {
     client: GatewayClient,
-    conn: Connection,
+    /// Its own connection (reads the outbox, writes acknowledgements); behind a mutex only so
+    /// the uplink can be shared across await points.
+    conn: std::sync::Mutex<Connection>,
     clock: Arc<dyn Clock>,
     lane: LaneHandle,
     status: SyncStatusView,
@@ -86,7 +88,7 @@ pub async fn run(
     let conn = store::open(&settings.db, Durability::Full)?;
     let mut uplink = Uplink {
         client,
-        conn,
+        conn: std::sync::Mutex::new(conn),
         clock,
         lane,
         status: SyncStatusView::default(),
@@ -160,15 +162,23 @@ async fn connect(uplink: &Uplink) -> Result<(Socket, Option<i64>), UplinkError> 
 }
 
 impl Uplink {
+    fn db<T>(&self, work: impl FnOnce(&Connection) -> T) -> T {
+        let conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        work(&conn)
+    }
+
     fn publish(&self) {
         self.lane.publish(Event::SyncStatus(self.status.clone()));
     }
 
     fn refresh_backlog(&mut self) {
-        if let (Ok(backlog), Ok(acked)) = (
-            journal::outbox_len(&self.conn),
-            journal::acknowledged(&self.conn),
-        ) {
+        let figures = self.db(|conn| {
+            Ok::<_, store::StoreError>((journal::outbox_len(conn)?, journal::acknowledged(conn)?))
+        });
+        if let Ok((backlog, acked)) = figures {
             self.status.backlog = backlog;
             self.status.acknowledged_seq = acked;
         }
@@ -202,7 +212,7 @@ impl Uplink {
         let hash = self.client.verify_ack(&result.ack)?;
         let now = self.clock.now_ms();
         if result.ack.seq > 0 {
-            journal::mark_acknowledged(&self.conn, result.ack.seq, hash, now)?;
+            self.db(|conn| journal::mark_acknowledged(conn, result.ack.seq, hash, now))?;
         }
         self.status.last_sync_ms = Some(now);
         self.status.clock_skew_ms = Some(server_time_ms.unwrap_or(result.ack.server_time_ms) - now);
@@ -218,7 +228,7 @@ impl Uplink {
     }
 
     fn next_entries(&self, limit: u64) -> Result<Vec<SignedEntry>, UplinkError> {
-        Ok(journal::outbox(&self.conn, limit)?)
+        Ok(self.db(|conn| journal::outbox(conn, limit))?)
     }
 
     /// Sends the outbox in REST batches until it is empty.

@@ -48,6 +48,22 @@ async fn serve(config: AgentConfig) -> anyhow::Result<()> {
         key.verifying_key(),
         &handle,
     )?;
+    let (stop_uplink, uplink_shutdown) = tokio::sync::watch::channel(false);
+    let uplink = match lanepay_agent::uplink_settings(&config)? {
+        Some(settings) => Some(tokio::spawn(lanepay_agent::uplink::run(
+            settings,
+            key.clone(),
+            Arc::new(SystemClock),
+            handle.clone(),
+            uplink_shutdown,
+        ))),
+        None => {
+            tracing::warn!(
+                "this lane is not enrolled with a gateway: sales stay on the lane (run `lanepay enroll`)"
+            );
+            None
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.local_api.listen)
         .await
         .with_context(|| {
@@ -67,6 +83,10 @@ async fn serve(config: AgentConfig) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await?;
+    let _ = stop_uplink.send(true);
+    if let Some(uplink) = uplink {
+        uplink.await??;
+    }
     tracing::info!("lane stopped");
     Ok(())
 }

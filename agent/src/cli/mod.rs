@@ -2,6 +2,7 @@
 
 mod agent;
 mod demo;
+mod enroll;
 mod init;
 mod journal;
 
@@ -25,6 +26,8 @@ pub struct Args {
 enum Commands {
     /// Create a lane's data directory: configuration, terminal key, database (and a demo catalog).
     Init(init::InitArgs),
+    /// Register this lane with the gateway using a one-time token from HQ.
+    Enroll(enroll::EnrollArgs),
     /// Run the lane headless and serve its local API.
     Agent(agent::AgentArgs),
     /// Run a scripted sale end to end and print the receipt and the journal tail.
@@ -54,6 +57,7 @@ enum KeyCommand {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Commands::Init(args) => init::run(&args).map(|_| ExitCode::SUCCESS),
+        Commands::Enroll(args) => enroll::run(&args).map(|()| ExitCode::SUCCESS),
         Commands::Agent(args) => agent::run(&args),
         Commands::Demo(args) => demo::run(&args),
         Commands::Key {
