@@ -4,7 +4,7 @@
 //! never do so), an answer can be lost after the channel committed, a reverse refunds a payment
 //! that completed late, a dynamic-QR order exists at the channel only once scanned, and every
 //! money movement lands in a daily bill. Each payment's fate is a pure function of the sandbox
-//! seed, the channel and the trade number, so any run replays exactly.
+//! seed, the channel, the payer's code and the amount, so any run replays exactly.
 //!
 //! Channel calls are synchronous and run on the blocking pool: the sandbox is SQLite-backed, and
 //! the gateway never holds its own database lock across a channel call.
@@ -313,11 +313,15 @@ impl SandboxChannel {
         }
     }
 
-    fn rng_for(&self, trade_no: &str) -> rand::rngs::StdRng {
+    /// The random source of one payment: a function of the seed, the rail, the payer's code and
+    /// the amount, i.e. of the run's inputs only. (Not of the trade number, which is random per
+    /// run: keyed on it, the same inputs would meet different fates in each run.)
+    fn rng_for(&self, auth_code: &str, amount_fen: i64) -> rand::rngs::StdRng {
         let digest = sha2::Sha256::new()
             .chain_update(self.seed.to_le_bytes())
             .chain_update(self.pay_type.as_str())
-            .chain_update(trade_no)
+            .chain_update(auth_code)
+            .chain_update(amount_fen.to_le_bytes())
             .finalize();
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&digest[..32]);
@@ -408,8 +412,8 @@ impl SandboxChannel {
         Ok(Some(trade))
     }
 
-    fn pick_scenario(&self, trade_no: &str, amount_fen: i64) -> (Scenario, i64) {
-        let mut rng = self.rng_for(trade_no);
+    fn pick_scenario(&self, auth_code: &str, amount_fen: i64) -> (Scenario, i64) {
+        let mut rng = self.rng_for(auth_code, amount_fen);
         let low = self.config.think_time_ms_min.max(0);
         let high = self.config.think_time_ms_max.max(low);
         let think_time_ms = rng.random_range(low..=high);
@@ -508,7 +512,7 @@ impl Channel for SandboxChannel {
         if self.load(&connection, trade_no)?.is_some() {
             return Err(ChannelError::NotAllowed("EXISTS"));
         }
-        let (scenario, think_time_ms) = self.pick_scenario(trade_no, amount_fen);
+        let (scenario, think_time_ms) = self.pick_scenario(auth_code, amount_fen);
         let (state, confirm_at_ms, paid_at_ms) = match scenario {
             Scenario::Immediate | Scenario::UnknownCommitted | Scenario::Silent => {
                 ("SUCCESS", None, Some(now_ms))
@@ -779,7 +783,7 @@ mod tests {
     #[test]
     fn the_same_seed_replays_the_same_fates() {
         let (_dir, channel) = sandbox(PayType::Card);
-        let first = channel.pick_scenario("T42", 1000);
-        assert_eq!(channel.pick_scenario("T42", 1000), first);
+        let first = channel.pick_scenario("tok4242424242424242", 1000);
+        assert_eq!(channel.pick_scenario("tok4242424242424242", 1000), first);
     }
 }

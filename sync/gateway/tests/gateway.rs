@@ -1241,6 +1241,130 @@ async fn an_unreachable_channel_is_1006_and_leaves_nothing_behind() {
     gateway.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_sandbox_seed_replays_the_same_fates() {
+    let config = json!({"seed": 7, "channels": {"wechat": {
+        "confirm_percent": 50, "never_confirm_percent": 50, "unknown_percent": 20, "decline_percent": 20
+    }}});
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("sandbox.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let merchant = hmac_merchant(dir.path(), "M1001");
+        let gateway = Gateway::start(
+            dir.path(),
+            START_MS,
+            &["--sandbox-config", config_path.to_str().unwrap()],
+        )
+        .await;
+        let mut fates = Vec::new();
+        for i in 0..16 {
+            let code = format!("1345678901234567{i:02}");
+            let (_, reply) = merchant
+                .call(
+                    &gateway,
+                    "/api/payment/create",
+                    code_order(&format!("S-{i}"), &format!("{}.00", i + 1), "wechat", &code),
+                )
+                .await;
+            fates.push(format!("{}/{}", reply["trade_status"], reply["sub_code"]));
+        }
+        gateway.stop().await;
+        runs.push(fates);
+    }
+    assert_eq!(runs[0], runs[1], "same seed, same inputs, same outcomes");
+    let distinct: std::collections::BTreeSet<_> = runs[0].iter().collect();
+    assert!(
+        distinct.len() >= 3,
+        "the knobs should mix outcomes: {:?}",
+        runs[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_payment_cut_off_by_kill_9_is_resolved_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let merchant = hmac_merchant(dir.path(), "M1001");
+    // A slow channel keeps the pay request in flight long enough to kill the gateway under it.
+    let config_path = dir.path().join("slow.json");
+    std::fs::write(
+        &config_path,
+        json!({"channels": {"alipay": {"latency_ms": 3000}}}).to_string(),
+    )
+    .unwrap();
+    let mut gateway = Gateway::start(
+        dir.path(),
+        START_MS,
+        &["--sandbox-config", config_path.to_str().unwrap()],
+    )
+    .await;
+    let mut body = code_order("K-1", "6.00", "alipay", "2745678901234567");
+    body["merchant_id"] = json!("M1001");
+    body["timestamp"] = json!(gateway.now().await);
+    merchant.sign(&mut body);
+    let (client, url) = (
+        gateway.client.clone(),
+        format!("{}/api/payment/create", gateway.base),
+    );
+    let in_flight =
+        tokio::spawn(async move { client.post(url).body(body.to_string()).send().await.is_ok() });
+
+    // The order is stored as PAYING before the channel is called: wait for that, then kill -9.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while gateway.count("SELECT COUNT(*) FROM orders WHERE state = 'PAYING'") == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the order was never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gateway.child.start_kill().unwrap();
+    gateway.child.wait().await.unwrap();
+    assert!(!in_flight.await.unwrap(), "the caller never got an answer");
+
+    let gateway = Gateway::start(dir.path(), START_MS, &[]).await;
+    let trade_no: String = rusqlite::Connection::open(dir.path().join("gateway.sqlite"))
+        .unwrap()
+        .query_row("SELECT trade_no FROM orders", [], |row| row.get(0))
+        .unwrap();
+    for step in 1..=13 {
+        let now = START_MS + step * 5_000;
+        gateway.advance_to(now).await;
+        gateway
+            .wait_order(&trade_no, |o| {
+                o["state"] != "PAYING" || o["rail_next_at_ms"].as_i64().unwrap() > now
+            })
+            .await;
+    }
+    let order = gateway.order(&trade_no).await;
+    let state = order["state"].as_str().unwrap().to_owned();
+    assert!(
+        state == "REVOKED" || state == "SUCCESS",
+        "resolved, not stuck: {order}"
+    );
+    // Whatever happened at the channel, its bill and the gateway agree to the fen.
+    let date = lanepay_gateway::money::format_beijing_time(START_MS);
+    let (_, bill) = gateway
+        .admin_get(&format!("/admin/channels/alipay/bill?date={}", &date[..10]))
+        .await;
+    let net_fen: i64 = bill
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains(&trade_no))
+        .map(|line| {
+            lanepay_gateway::money::parse_yuan(
+                line.split(',').nth(4).unwrap().trim_start_matches('-'),
+            )
+            .unwrap()
+                * if line.contains(",PAY,") { 1 } else { -1 }
+        })
+        .sum();
+    assert_eq!(net_fen, order["paid_fen"].as_i64().unwrap(), "{bill}");
+    gateway.stop().await;
+}
+
 /// Asserts the attempt log matches the schedule: at once, then 15 s, 15 s, 30 s, 2 m, ...
 fn assert_schedule(notify: &Value, created_at_ms: i64) {
     let offsets: Vec<i64> = notify["attempt_log"]
