@@ -1288,6 +1288,56 @@ mod tests {
         assert_eq!(store.count_rows("merchants").unwrap(), 2);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Whatever sequence of refunds is reserved and finished, the order's refunded amount
+        /// is exactly the sum of its successful and in-flight refunds, and never above paid.
+        #[test]
+        fn refund_reservations_conserve_every_fen(
+            steps in proptest::collection::vec((1i64..=4_000, 0u8..3), 1..25)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("g.sqlite")).unwrap();
+            let paid = order("P");
+            store.insert_order(&paid, 0).unwrap();
+            let changes = TransitionChanges { paid: Some((10_000, 1)), ..TransitionChanges::default() };
+            store.transition(&paid.trade_no, OrderState::Created, OrderState::Success, &changes, 1).unwrap().unwrap();
+            for (index, (amount_fen, outcome)) in steps.into_iter().enumerate() {
+                let refund = Refund {
+                    refund_no: format!("R{index}"),
+                    merchant_id: "M1".into(),
+                    out_refund_no: format!("OR{index}"),
+                    trade_no: paid.trade_no.clone(),
+                    out_trade_no: paid.out_trade_no.clone(),
+                    request_hash: "h".into(),
+                    amount_fen,
+                    reason: "r".into(),
+                    state: RefundState::Processing,
+                    created_at_ms: 2,
+                    finished_at_ms: None,
+                };
+                if matches!(store.reserve_refund(&refund).unwrap(), ReserveRefund::Reserved) {
+                    match outcome {
+                        0 => { store.finish_refund(&refund.refund_no, true, 3).unwrap(); }
+                        1 => { store.finish_refund(&refund.refund_no, false, 3).unwrap(); }
+                        _ => {} // left in flight: its amount stays reserved
+                    }
+                }
+                let stored = store.order(&paid.trade_no).unwrap().unwrap();
+                let held: i64 = store
+                    .refunds_of(&paid.trade_no)
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r.state != RefundState::Fail)
+                    .map(|r| r.amount_fen)
+                    .sum();
+                proptest::prop_assert_eq!(stored.refunded_fen, held);
+                proptest::prop_assert!(stored.refunded_fen <= stored.paid_fen);
+            }
+        }
+    }
+
     #[test]
     fn nonces_are_single_use_until_they_expire() {
         let dir = tempfile::tempdir().unwrap();
