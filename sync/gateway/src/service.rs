@@ -82,7 +82,7 @@ pub enum Operation {
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
-    /// Body fields (already signed when `signed` is true).
+    /// Body fields, including `timestamp`, `sign_type` and `sign` when the merchant is known.
     pub fields: Map<String, Value>,
 }
 
@@ -376,14 +376,15 @@ impl Gateway {
                     sub_code = error.sub_code,
                     "merchant request refused"
                 );
-                let mut reply = self.error_reply(Some(&merchant), &error, now_ms);
-                if let Some(extra) = extra {
-                    for (key, value) in extra {
-                        reply.fields.entry(key).or_insert(value);
-                    }
-                    reply.fields = self.sign_fields(&merchant, reply.fields, now_ms);
+                // The error's own fields win over the order's; one signature over both.
+                let mut fields = error_fields(&error);
+                for (key, value) in extra.unwrap_or_default() {
+                    fields.entry(key).or_insert(value);
                 }
-                reply
+                Reply {
+                    status: error.status(),
+                    fields: self.sign_fields(&merchant, fields, now_ms),
+                }
             }
         }
     }
