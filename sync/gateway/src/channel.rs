@@ -181,6 +181,9 @@ pub struct SandboxConfig {
 /// connection were refused), so callers can see a surely-unsent failure.
 pub const UNREACHABLE_AMOUNT_FEN_PART: i64 = 96;
 
+/// Refunds whose amount ends in this many fen are made, but the first answer is lost.
+pub const LOST_REFUND_ANSWER_FEN_PART: i64 = 97;
+
 /// What happens to one code payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
@@ -696,7 +699,12 @@ impl Channel for SandboxChannel {
             refund_no,
             amount_fen,
             now_ms,
-        )
+        )?;
+        if amount_fen % 100 == LOST_REFUND_ANSWER_FEN_PART {
+            // Refunded, but the answer is lost; asking again (same refund_no) answers success.
+            return Err(ChannelError::NoAnswer);
+        }
+        Ok(())
     }
 
     fn bill(&self, from_ms: i64, to_ms: i64) -> Result<String, ChannelError> {

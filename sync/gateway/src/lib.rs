@@ -38,7 +38,7 @@ use crate::clock::ManualClock;
 use crate::service::Gateway;
 
 /// Serves the gateway on `listener` until `shutdown` resolves, with its background workers
-/// (notify, rail rule, timeout close). In-flight requests finish; workers stop at their next
+/// (notify, rail rule, refund retries, timeout close). In-flight requests finish; workers stop at their next
 /// wait, and anything they had not done is still in the database for the next start.
 pub async fn run(
     listener: TcpListener,
@@ -62,6 +62,10 @@ pub async fn run(
             worker_shutdown.clone(),
         )),
         tokio::spawn(workers::rail_worker(
+            gateway.clone(),
+            worker_shutdown.clone(),
+        )),
+        tokio::spawn(workers::refund_worker(
             gateway.clone(),
             worker_shutdown.clone(),
         )),

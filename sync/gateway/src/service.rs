@@ -38,6 +38,8 @@ pub const RAIL_POLL_WINDOW_MS: i64 = 60_000;
 pub const RAIL_MIN_REVERSE_DELAY_MS: i64 = 15_000;
 /// When a channel does not answer a close, the timeout close tries again this much later.
 const CLOSE_RETRY_MS: i64 = 5_000;
+/// An unanswered (or never sent) refund is sent to the channel again this often.
+pub const REFUND_RETRY_MS: i64 = 10_000;
 /// Compare-and-set attempts when closing an order that another request is moving.
 const CLOSE_CAS_ATTEMPTS: usize = 3;
 /// Longest merchant-chosen identifier (out_trade_no, out_refund_no, nonce).
@@ -114,6 +116,8 @@ pub struct Gateway {
     pub expiry_wakeup: tokio::sync::Notify,
     /// Woken when a code payment becomes PAYING.
     pub rail_wakeup: tokio::sync::Notify,
+    /// Woken when a refund needs a retry.
+    pub refund_wakeup: tokio::sync::Notify,
 }
 
 /// An operation's reply fields, or its error with the order's fields when it is about one.
@@ -296,6 +300,7 @@ impl Gateway {
             notify_wakeup: tokio::sync::Notify::new(),
             expiry_wakeup: tokio::sync::Notify::new(),
             rail_wakeup: tokio::sync::Notify::new(),
+            refund_wakeup: tokio::sync::Notify::new(),
         })
     }
 
@@ -945,7 +950,13 @@ impl Gateway {
             Ok(()) => {
                 self.store.finish_refund(&refund.refund_no, true, now_ms)?;
             }
-            Err(ChannelError::NoAnswer) => {}
+            Err(ChannelError::NoAnswer | ChannelError::Unavailable) => {
+                // Unknown outcome: the amount stays reserved and the refund worker asks again
+                // (the channel is idempotent by refund_no, so asking twice refunds once).
+                self.store
+                    .schedule_refund_retry(&refund.refund_no, now_ms + REFUND_RETRY_MS)?;
+                self.refund_wakeup.notify_one();
+            }
             Err(error) => {
                 tracing::warn!(%error, refund_no = %refund.refund_no, "channel refused the refund");
                 self.store.finish_refund(&refund.refund_no, false, now_ms)?;
@@ -990,7 +1001,7 @@ impl Gateway {
         };
         match self
             .store
-            .reserve_refund(&refund)
+            .reserve_refund(&refund, now_ms + REFUND_RETRY_MS)
             .map_err(|e| plain(e.into()))?
         {
             ReserveRefund::Existing(existing) => {
@@ -1121,6 +1132,22 @@ impl Gateway {
                     .set_rail_schedule(&order.trade_no, now_ms + RAIL_POLL_INTERVAL_MS, true)
             }
         }
+    }
+
+    /// Sends one PROCESSING refund to the channel again. A failure that is not the channel's
+    /// answer (storage, no such channel) is retried later rather than spun on.
+    pub fn refund_step(
+        &self,
+        refund: &Refund,
+        pay_type: PayType,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if let Err(error) = self.push_refund(refund, pay_type, now_ms) {
+            tracing::warn!(%error, refund_no = %refund.refund_no, "refund retry failed");
+            self.store
+                .schedule_refund_retry(&refund.refund_no, now_ms + REFUND_RETRY_MS)?;
+        }
+        Ok(())
     }
 
     /// Closes one expired unpaid order (at the channel first). An unanswered close is retried.

@@ -16,7 +16,8 @@ use crate::model::{Merchant, Order, OrderState, PayType, Refund, RefundState};
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE merchants (
     merchant_id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -94,7 +95,12 @@ CREATE TABLE notify_attempts (
     delivered INTEGER NOT NULL,
     PRIMARY KEY (notify_id, attempt_no)
 );
-"];
+",
+    r"
+ALTER TABLE refunds ADD COLUMN next_retry_at_ms INTEGER;
+CREATE INDEX refunds_retry ON refunds (next_retry_at_ms) WHERE state = 'PROCESSING';
+",
+];
 
 /// Columns of `orders` in the order `order_from_row` reads them.
 const ORDER_COLUMNS: &str = "trade_no, merchant_id, out_trade_no, request_hash, pay_type, total_fen, \
@@ -865,7 +871,14 @@ impl Store {
     /// order is refundable and the amount fits, reserves it on the order and stores the refund
     /// as PROCESSING. Reserving first means two concurrent refunds can never exceed the paid
     /// amount together.
-    pub fn reserve_refund(&self, refund: &Refund) -> Result<ReserveRefund, StoreError> {
+    ///
+    /// The refund is due for a retry at `refund_retry_at_ms`, so one whose channel call never
+    /// happened (crash) or went unanswered is pushed again by the refund worker.
+    pub fn reserve_refund(
+        &self,
+        refund: &Refund,
+        refund_retry_at_ms: i64,
+    ) -> Result<ReserveRefund, StoreError> {
         let refund = refund.clone();
         self.write(move |connection| {
             if let Some(existing) = refund_by_out(connection, &refund.merchant_id, &refund.out_refund_no)? {
@@ -889,8 +902,8 @@ impl Store {
                 return Ok(ReserveRefund::Exceeds { refundable_fen: paid_fen - refunded_fen });
             }
             connection.execute(
-                "INSERT INTO refunds (refund_no, merchant_id, out_refund_no, trade_no, request_hash, amount_fen, reason, state, created_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'PROCESSING', ?8)",
+                "INSERT INTO refunds (refund_no, merchant_id, out_refund_no, trade_no, request_hash, amount_fen, reason, state, created_at_ms, next_retry_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'PROCESSING', ?8, ?9)",
                 params![
                     refund.refund_no,
                     refund.merchant_id,
@@ -899,7 +912,8 @@ impl Store {
                     refund.request_hash,
                     refund.amount_fen,
                     refund.reason,
-                    refund.created_at_ms
+                    refund.created_at_ms,
+                    refund_retry_at_ms
                 ],
             )?;
             Ok(ReserveRefund::Reserved)
@@ -941,6 +955,58 @@ impl Store {
                 )?;
             }
             Ok(true)
+        })
+    }
+
+    /// Sets when a PROCESSING refund is sent to the channel again.
+    pub fn schedule_refund_retry(
+        &self,
+        refund_no: &str,
+        next_retry_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let refund_no = refund_no.to_owned();
+        self.write(move |connection| {
+            connection.execute(
+                "UPDATE refunds SET next_retry_at_ms = ?1 WHERE refund_no = ?2 AND state = 'PROCESSING'",
+                params![next_retry_at_ms, refund_no],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// PROCESSING refunds due for a retry, with their order's pay type.
+    pub fn due_refunds(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(Refund, PayType)>, StoreError> {
+        self.read(|connection| {
+            let mut statement = connection.prepare(&format!(
+                "SELECT {REFUND_COLUMNS}, o.pay_type FROM refunds r JOIN orders o ON o.trade_no = r.trade_no \
+                 WHERE r.state = 'PROCESSING' AND r.next_retry_at_ms <= ?1 ORDER BY r.next_retry_at_ms LIMIT ?2"
+            ))?;
+            let rows = statement.query_map(params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                let refund = refund_from_row(row)?;
+                let pay_type: String = row.get(11)?;
+                Ok(refund.and_then(|refund| {
+                    pay_type
+                        .parse::<PayType>()
+                        .map(|pay_type| (refund, pay_type))
+                        .map_err(|()| StoreError::Corrupt(format!("pay type {pay_type:?}")))
+                }))
+            })?;
+            collect(rows)
+        })
+    }
+
+    /// When the next refund retry is due.
+    pub fn next_refund_retry_at(&self) -> Result<Option<i64>, StoreError> {
+        self.read(|connection| {
+            Ok(connection.query_row(
+                "SELECT MIN(next_retry_at_ms) FROM refunds WHERE state = 'PROCESSING'",
+                [],
+                |row| row.get(0),
+            )?)
         })
     }
 
@@ -1317,7 +1383,7 @@ mod tests {
                     created_at_ms: 2,
                     finished_at_ms: None,
                 };
-                if matches!(store.reserve_refund(&refund).unwrap(), ReserveRefund::Reserved) {
+                if matches!(store.reserve_refund(&refund, 10).unwrap(), ReserveRefund::Reserved) {
                     match outcome {
                         0 => { store.finish_refund(&refund.refund_no, true, 3).unwrap(); }
                         1 => { store.finish_refund(&refund.refund_no, false, 3).unwrap(); }

@@ -1,6 +1,7 @@
 //! Background workers, each a loop that does what is due, then waits on the injected clock for
 //! the next due time (read from the database, so everything resumes after a restart) or for a
-//! wakeup: async notify delivery, the rail rule for code payments, and timeout close.
+//! wakeup: async notify delivery, the rail rule for code payments, refund retries, and timeout
+//! close.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,6 +196,40 @@ pub async fn rail_worker(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bo
             .await
             .unwrap_or(None);
         if !wait(&gateway, next_at_ms, &gateway.rail_wakeup, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Sends PROCESSING refunds (unanswered, or never sent because of a crash) to the channel
+/// again until they are answered, until shutdown.
+pub async fn refund_worker(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let now_ms = gateway.clock.now_ms();
+        let result = blocking(&gateway, move |g| {
+            let due = g.store.due_refunds(now_ms, BATCH)?;
+            for (refund, pay_type) in &due {
+                g.refund_step(refund, *pay_type, now_ms)?;
+            }
+            Ok(due.len())
+        })
+        .await;
+        match result {
+            Ok(0) => {}
+            Ok(_) => continue,
+            Err(error) => {
+                tracing::error!(%error, "refund worker: database error");
+                if pause_after_error(&mut shutdown).await {
+                    continue;
+                } else {
+                    return;
+                }
+            }
+        }
+        let next_at_ms = blocking(&gateway, |g| g.store.next_refund_retry_at())
+            .await
+            .unwrap_or(None);
+        if !wait(&gateway, next_at_ms, &gateway.refund_wakeup, &mut shutdown).await {
             return;
         }
     }

@@ -1365,6 +1365,65 @@ async fn a_code_payment_cut_off_by_kill_9_is_resolved_after_restart() {
     gateway.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_refund_stays_reserved_and_is_retried_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let merchant = hmac_merchant(dir.path(), "M1001");
+    let gateway = Gateway::start(dir.path(), START_MS, &[]).await;
+    let (_, paid) = merchant
+        .call(
+            &gateway,
+            "/api/payment/create",
+            code_order("RR-1", "50.00", "wechat", "154567890123456789"),
+        )
+        .await;
+    let trade_no = paid["trade_no"].as_str().unwrap().to_owned();
+    let refund = json!({"out_trade_no": "RR-1", "out_refund_no": "RRF-1", "refund_amount": "20.97", "refund_reason": "r"});
+    let (status, processing) = merchant
+        .call(&gateway, "/api/payment/refund", refund.clone())
+        .await;
+    assert_eq!(status, 200, "{processing}");
+    assert_eq!(processing["refund_status"], "PROCESSING");
+    // Reserved: only 29.03 is left to refund while the answer is unknown.
+    let over = merchant
+        .call(&gateway, "/api/payment/refund", json!({"out_trade_no": "RR-1", "out_refund_no": "RRF-2", "refund_amount": "29.04", "refund_reason": "r"}))
+        .await;
+    assert_error(&over, 409, 1004, "REFUND_EXCEEDS_PAID");
+    assert_eq!(gateway.order(&trade_no).await["refunded_fen"], 2097);
+
+    let now = gateway.now().await;
+    gateway.stop().await;
+    let gateway = Gateway::start(dir.path(), now, &[]).await;
+    gateway.advance(10_000).await;
+    let order = gateway
+        .wait_order(&trade_no, |o| o["refunds"][0]["state"] == "SUCCESS")
+        .await;
+    assert_eq!(order["state"], "REFUND");
+    assert_eq!(order["refunded_fen"], 2097);
+    let (_, done) = merchant
+        .call(
+            &gateway,
+            "/api/payment/refund/query",
+            json!({"out_refund_no": "RRF-1"}),
+        )
+        .await;
+    assert_eq!(done["refund_status"], "SUCCESS");
+    // The channel refunded once, although it was asked twice.
+    let date = lanepay_gateway::money::format_beijing_time(START_MS);
+    let (_, bill) = gateway
+        .admin_get(&format!("/admin/channels/wechat/bill?date={}", &date[..10]))
+        .await;
+    let refunds: Vec<&str> = bill
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains(",REFUND,"))
+        .collect();
+    assert_eq!(refunds.len(), 1, "{bill}");
+    assert!(refunds[0].contains(",-20.97,"), "{bill}");
+    gateway.stop().await;
+}
+
 /// Asserts the attempt log matches the schedule: at once, then 15 s, 15 s, 30 s, 2 m, ...
 fn assert_schedule(notify: &Value, created_at_ms: i64) {
     let offsets: Vec<i64> = notify["attempt_log"]
