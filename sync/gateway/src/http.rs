@@ -457,6 +457,16 @@ async fn not_found() -> Response {
     ))
 }
 
+async fn method_not_allowed() -> Response {
+    error_response(&ApiError {
+        http_status: Some(405),
+        ..ApiError::parameter(
+            "METHOD_NOT_ALLOWED",
+            "wrong HTTP method for this endpoint; see /openapi.json",
+        )
+    })
+}
+
 /// The router of the whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
@@ -480,6 +490,7 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limit_in_flight,

@@ -954,6 +954,17 @@ async fn invalid_parameters_are_refused_with_their_sub_codes() {
     );
     let (status, reply) = gateway.post_raw("/api/payment/nope", "{}").await;
     assert_error(&(status, reply), 404, 1003, "NOT_FOUND");
+    let response = gateway
+        .client
+        .get(format!("{}/api/payment/create", gateway.base))
+        .send()
+        .await
+        .unwrap();
+    let reply = (
+        response.status().as_u16(),
+        response.json::<Value>().await.unwrap(),
+    );
+    assert_error(&reply, 405, 1001, "METHOD_NOT_ALLOWED");
     gateway.stop().await;
 }
 
