@@ -1301,7 +1301,7 @@ async fn a_code_payment_cut_off_by_kill_9_is_resolved_after_restart() {
     let config_path = dir.path().join("slow.json");
     std::fs::write(
         &config_path,
-        json!({"channels": {"alipay": {"latency_ms": 3000}}}).to_string(),
+        json!({"channels": {"alipay": {"latency_ms": 10_000}}}).to_string(),
     )
     .unwrap();
     let mut gateway = Gateway::start(
