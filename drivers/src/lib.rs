@@ -3,6 +3,9 @@
 //! other end of a pseudo-terminal, so the same driver code runs in tests, demos, training
 //! lanes and stores.
 
+#[cfg(feature = "emulator")]
+pub mod emulator;
 pub mod error;
+pub mod nfc;
 
 pub use error::{DeviceError, DeviceStatus, ErrorKind};

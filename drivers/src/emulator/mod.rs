@@ -1,0 +1,4 @@
+//! Protocol-faithful software devices (behind the `emulator` feature): tests, demos and
+//! training lanes run the real drivers against them.
+
+pub mod nfc;
