@@ -79,20 +79,7 @@ pub async fn run(
     lane: LaneHandle,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let client = GatewayClient::new(
-        &settings.base_url,
-        &settings.terminal_id,
-        key,
-        settings.gateway_key,
-    )?;
-    let conn = store::open(&settings.db, Durability::Full)?;
-    let mut uplink = Uplink {
-        client,
-        conn: std::sync::Mutex::new(conn),
-        clock,
-        lane,
-        status: SyncStatusView::default(),
-    };
+    let mut uplink = Uplink::open(&settings, key, clock, lane)?;
     let mut backoff = BACKOFF_FIRST;
     while !*shutdown.borrow() {
         uplink.refresh_backlog();
@@ -161,7 +148,43 @@ async fn connect(uplink: &Uplink) -> Result<(Socket, Option<i64>), UplinkError> 
     }
 }
 
+/// Sends everything in the outbox now over REST and returns the resulting status (the demo
+/// and `lanepay sync` use it before exiting). An error says why the lane could not sync.
+pub async fn sync_now(
+    settings: &UplinkSettings,
+    key: SigningKey,
+    clock: Arc<dyn Clock>,
+    lane: LaneHandle,
+) -> anyhow::Result<SyncStatusView> {
+    let mut uplink = Uplink::open(settings, key, clock, lane)?;
+    uplink.drain_rest().await?;
+    uplink.refresh_backlog();
+    Ok(uplink.status)
+}
+
 impl Uplink {
+    fn open(
+        settings: &UplinkSettings,
+        key: SigningKey,
+        clock: Arc<dyn Clock>,
+        lane: LaneHandle,
+    ) -> anyhow::Result<Uplink> {
+        let client = GatewayClient::new(
+            &settings.base_url,
+            &settings.terminal_id,
+            key,
+            settings.gateway_key,
+        )?;
+        let conn = store::open(&settings.db, Durability::Full)?;
+        Ok(Uplink {
+            client,
+            conn: std::sync::Mutex::new(conn),
+            clock,
+            lane,
+            status: SyncStatusView::default(),
+        })
+    }
+
     fn db<T>(&self, work: impl FnOnce(&Connection) -> T) -> T {
         let conn = self
             .conn

@@ -17,9 +17,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting may take; short, because "offline" must show within seconds.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub const ENROLL_PATH: &str = "/v1/enroll";
-pub const JOURNAL_PATH: &str = "/v1/terminal/journal";
-pub const WS_PATH: &str = "/v1/terminal/ws";
+pub use crate::wire::{ENROLL_PATH, JOURNAL_PATH, WS_PATH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Ack;
 use crate::journal::SignedEntry;
 
+/// The terminal endpoints.
+pub const ENROLL_PATH: &str = "/v1/enroll";
+pub const JOURNAL_PATH: &str = "/v1/terminal/journal";
+pub const WS_PATH: &str = "/v1/terminal/ws";
+
 /// Entries in one REST batch: bounded so one request stays small enough to retry cheaply.
 pub const MAX_BATCH_ENTRIES: usize = 500;
 /// Bytes of one REST batch body.

@@ -60,6 +60,7 @@ async fn demo(mut config: AgentConfig) -> anyhow::Result<()> {
     config.local_api.listen = "127.0.0.1:0".parse()?;
     let (lane, _key) = lanepay_agent::open_lane(&config)?;
     let handle = service::start(lane, Arc::new(SystemClock))?;
+    let sync_handle = handle.clone();
     let listener = tokio::net::TcpListener::bind(config.local_api.listen).await?;
     let address = listener.local_addr()?;
     let token = config.local_api.token().to_string();
@@ -163,6 +164,38 @@ async fn demo(mut config: AgentConfig) -> anyhow::Result<()> {
     client.close().await;
     let _ = stop.send(());
     server.await??;
+
+    match lanepay_agent::uplink_settings(&config)? {
+        None => println!(
+            "\nThis lane is not enrolled with a gateway, so its journal stays on the lane (see `lanepay enroll`)."
+        ),
+        Some(settings) => {
+            let key =
+                lanepay_agent::key::load(&lanepay_agent::key::key_path(&config.storage.data_dir))?;
+            match lanepay_agent::uplink::sync_now(
+                &settings,
+                key,
+                Arc::new(SystemClock),
+                sync_handle,
+            )
+            .await
+            {
+                Ok(status) if status.backlog == 0 => println!(
+                    "\nSynced with the gateway {}: every entry up to {} is acknowledged.",
+                    settings.base_url, status.acknowledged_seq
+                ),
+                Ok(status) => println!(
+                    "\nCOULD NOT SYNC everything: {} entries still wait for the gateway ({}).",
+                    status.backlog,
+                    status.problem.unwrap_or_else(|| "it holds a gap".into())
+                ),
+                Err(error) => println!(
+                    "\nCOULD NOT SYNC with the gateway {}: {error:#}. The entries stay in the outbox.",
+                    settings.base_url
+                ),
+            }
+        }
+    }
 
     let conn = store::open_read_only(&store::db_path(&config.storage.data_dir))?;
     let key = lanepay_agent::key::load(&lanepay_agent::key::key_path(&config.storage.data_dir))?;

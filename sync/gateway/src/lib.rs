@@ -27,6 +27,7 @@ pub mod params;
 pub mod service;
 pub mod signing;
 pub mod store;
+pub mod terminals;
 pub mod workers;
 
 use std::future::Future;
@@ -71,7 +72,18 @@ pub async fn run(
         )),
         tokio::spawn(workers::expiry_worker(gateway.clone(), worker_shutdown)),
     ];
-    let router = http::router(http::AppState::new(gateway, manual_clock));
+    let terminal_service =
+        terminals::TerminalService::open(&gateway.config.data_dir, gateway.clock.clone()).map_err(
+            |error| {
+                error::GatewayError::Invalid(format!("cannot open the terminal registry: {error}"))
+            },
+        )?;
+    let terminal_state = terminals::http::TerminalState {
+        service: Arc::new(terminal_service),
+        admin_token: gateway.config.admin_token.clone(),
+    };
+    let router = http::router(http::AppState::new(gateway, manual_clock))
+        .merge(terminals::http::router(terminal_state));
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;

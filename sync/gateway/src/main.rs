@@ -13,6 +13,7 @@ use lanepay_gateway::channel::SandboxConfig;
 use lanepay_gateway::clock::{Clock, ManualClock, SystemClock};
 use lanepay_gateway::service::{Gateway, GatewayConfig, add_merchant};
 use lanepay_gateway::signing::SignType;
+use lanepay_gateway::terminals::TerminalService;
 
 /// Lanepay upstream gateway: merchant payment API, sandbox channels, async notify.
 #[derive(Debug, Parser)]
@@ -30,6 +31,49 @@ enum Command {
     Merchant {
         #[command(subcommand)]
         command: MerchantCommand,
+    },
+    /// Enrollment tokens for new lanes.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The lanes (terminals) that sync to this gateway.
+    Terminal {
+        #[command(subcommand)]
+        command: TerminalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue a one-time enrollment token for a store; prints it alone on the last line.
+    Create {
+        #[arg(long)]
+        data: PathBuf,
+        /// The store the lane will belong to.
+        #[arg(long)]
+        store: String,
+        /// The merchant the store sells for (default: the only registered merchant).
+        #[arg(long)]
+        merchant: Option<String>,
+        #[arg(long, default_value_t = 7)]
+        valid_days: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TerminalCommand {
+    /// Every terminal: store, last acknowledged sequence, entries stored, totals by tender, last seen.
+    List {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Refuse a terminal everywhere from now on.
+    Revoke {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        id: String,
     },
 }
 
@@ -108,11 +152,123 @@ fn main() {
         Command::Merchant {
             command: MerchantCommand::Add(args),
         } => merchant_add(&args),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    data,
+                    store,
+                    merchant,
+                    valid_days,
+                },
+        } => token_create(&data, &store, merchant, valid_days),
+        Command::Terminal {
+            command: TerminalCommand::List { data },
+        } => terminal_list(&data),
+        Command::Terminal {
+            command: TerminalCommand::Revoke { data, id },
+        } => terminal_revoke(&data, &id),
     };
     if let Err(error) = result {
         eprintln!("lanepay-gateway: {error:#}");
         std::process::exit(1);
     }
+}
+
+fn terminal_service(data: &std::path::Path) -> Result<TerminalService> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    TerminalService::open(data, Arc::new(SystemClock)).context("opening the terminal registry")
+}
+
+/// The merchant a token is for: the one named, or the only one registered.
+fn token_merchant(data: &std::path::Path, named: Option<String>) -> Result<String> {
+    if let Some(merchant) = named {
+        return Ok(merchant);
+    }
+    let path = data.join("gateway.sqlite");
+    let connection =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| {
+                format!(
+                    "no merchants yet in {} (run `merchant add` first, or pass --merchant)",
+                    path.display()
+                )
+            })?;
+    let merchants: Vec<String> = connection
+        .prepare("SELECT merchant_id FROM merchants ORDER BY merchant_id")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    match merchants.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => bail!("no merchant is registered: run `merchant add` first, or pass --merchant"),
+        _ => bail!(
+            "several merchants are registered ({}): pass --merchant",
+            merchants.join(", ")
+        ),
+    }
+}
+
+fn token_create(
+    data: &std::path::Path,
+    store: &str,
+    merchant: Option<String>,
+    valid_days: u32,
+) -> Result<()> {
+    let merchant = token_merchant(data, merchant)?;
+    let token = terminal_service(data)?.create_token(store, &merchant, valid_days)?;
+    println!(
+        "enrollment token for store {store} (merchant {merchant}), valid {valid_days} days, single use:"
+    );
+    println!("{token}");
+    Ok(())
+}
+
+fn terminal_revoke(data: &std::path::Path, terminal_id: &str) -> Result<()> {
+    terminal_service(data)?.revoke(terminal_id)?;
+    println!("terminal {terminal_id} revoked: it is refused everywhere from now on");
+    Ok(())
+}
+
+fn terminal_list(data: &std::path::Path) -> Result<()> {
+    let fleet = terminal_service(data)?.fleet()?;
+    println!(
+        "{:<14} {:<8} {:>9} {:>9} {:<30} {:<14} STATE",
+        "TERMINAL", "STORE", "LAST SEQ", "ENTRIES", "TOTALS BY TENDER (yuan)", "LAST SEEN"
+    );
+    let now = SystemClock.now_ms();
+    for terminal in fleet {
+        let mut totals: Vec<_> = terminal.totals_by_tender_fen.iter().collect();
+        totals.sort();
+        let totals: Vec<String> = totals
+            .iter()
+            .map(|(method, fen)| format!("{method} {}.{:02}", *fen / 100, (*fen % 100).abs()))
+            .collect();
+        let seen = terminal
+            .last_seen_ms
+            .map(|ms| format!("{} s ago", (now - ms).max(0) / 1000))
+            .unwrap_or_else(|| "never".into());
+        let state = if terminal.revoked {
+            "revoked"
+        } else if terminal.online {
+            "online"
+        } else {
+            "offline"
+        };
+        println!(
+            "{:<14} {:<8} {:>9} {:>9} {:<30} {:<14} {}",
+            terminal.terminal_id,
+            terminal.store_id,
+            terminal.last_acknowledged_seq,
+            terminal.entries,
+            if totals.is_empty() {
+                "-".into()
+            } else {
+                totals.join(", ")
+            },
+            seen,
+            state
+        );
+    }
+    Ok(())
 }
 
 fn merchant_add(args: &MerchantAddArgs) -> Result<()> {

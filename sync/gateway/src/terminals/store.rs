@@ -82,7 +82,9 @@ CREATE INDEX nonces_by_expiry ON nonces (expires_at_ms);
 pub enum TerminalStoreError {
     #[error("terminal database: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("terminal database schema {found} is newer than this gateway knows ({known}); upgrade the gateway")]
+    #[error(
+        "terminal database schema {found} is newer than this gateway knows ({known}); upgrade the gateway"
+    )]
     TooNew { found: i64, known: i64 },
     #[error("terminal database is damaged: {0}")]
     Damaged(String),
@@ -134,10 +136,13 @@ pub struct TerminalStore {
 }
 
 fn hash32(bytes: Vec<u8>) -> Result<[u8; 32], TerminalStoreError> {
-    bytes.try_into().map_err(|_| TerminalStoreError::Damaged("hash is not 32 bytes".into()))
+    bytes
+        .try_into()
+        .map_err(|_| TerminalStoreError::Damaged("hash is not 32 bytes".into()))
 }
 
-const TERMINAL_COLUMNS: &str = "terminal_id, store_id, merchant_id, public_key, name, version, status, enrolled_at_ms,
+const TERMINAL_COLUMNS: &str =
+    "terminal_id, store_id, merchant_id, public_key, name, version, status, enrolled_at_ms,
     last_seen_ms, last_seq, last_hash, entries, clock_skew_ms";
 
 fn terminal_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(TerminalRow, Vec<u8>)> {
@@ -173,9 +178,15 @@ impl TerminalStore {
         if found > known {
             return Err(TerminalStoreError::TooNew { found, known });
         }
-        for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+        for (index, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(found).unwrap_or(0))
+        {
             connection.execute_batch("BEGIN IMMEDIATE")?;
-            let applied = connection.execute_batch(sql).and_then(|()| connection.pragma_update(None, "user_version", index as i64 + 1));
+            let applied = connection
+                .execute_batch(sql)
+                .and_then(|()| connection.pragma_update(None, "user_version", index as i64 + 1));
             match applied {
                 Ok(()) => connection.execute_batch("COMMIT")?,
                 Err(error) => {
@@ -184,12 +195,17 @@ impl TerminalStore {
                 }
             }
         }
-        Ok(TerminalStore { connection: Mutex::new(connection) })
+        Ok(TerminalStore {
+            connection: Mutex::new(connection),
+        })
     }
 
     /// Runs `work` on the connection (one writer at a time; SQLite serialises anyway).
-    pub fn with<T>(&self, work: impl FnOnce(&mut Connection) -> Result<T, TerminalStoreError>) -> Result<T, TerminalStoreError> {
-        let mut connection = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    pub fn with<T, E>(&self, work: impl FnOnce(&mut Connection) -> Result<T, E>) -> Result<T, E> {
+        let mut connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         work(&mut connection)
     }
 }
@@ -212,7 +228,10 @@ pub fn insert_token(
 /// A token's store, merchant, expiry and whether it was used.
 pub type TokenRow = (String, String, i64, Option<i64>);
 
-pub fn token(connection: &Connection, token_hash: &str) -> Result<Option<TokenRow>, TerminalStoreError> {
+pub fn token(
+    connection: &Connection,
+    token_hash: &str,
+) -> Result<Option<TokenRow>, TerminalStoreError> {
     Ok(connection
         .query_row(
             "SELECT store_id, merchant_id, expires_at_ms, used_at_ms FROM tokens WHERE token_hash = ?1",
@@ -223,7 +242,12 @@ pub fn token(connection: &Connection, token_hash: &str) -> Result<Option<TokenRo
 }
 
 /// Marks a token used by `terminal_id`; false when someone used it first (compare-and-set).
-pub fn use_token(tx: &Transaction<'_>, token_hash: &str, terminal_id: &str, now_ms: i64) -> Result<bool, TerminalStoreError> {
+pub fn use_token(
+    tx: &Transaction<'_>,
+    token_hash: &str,
+    terminal_id: &str,
+    now_ms: i64,
+) -> Result<bool, TerminalStoreError> {
     let changed = tx.execute(
         "UPDATE tokens SET used_at_ms = ?2, terminal_id = ?3 WHERE token_hash = ?1 AND used_at_ms IS NULL",
         params![token_hash, now_ms, terminal_id],
@@ -231,8 +255,15 @@ pub fn use_token(tx: &Transaction<'_>, token_hash: &str, terminal_id: &str, now_
     Ok(changed == 1)
 }
 
-pub fn next_terminal_number(tx: &Transaction<'_>, store_id: &str) -> Result<u64, TerminalStoreError> {
-    let count: i64 = tx.query_row("SELECT count(*) FROM terminals WHERE store_id = ?1", [store_id], |r| r.get(0))?;
+pub fn next_terminal_number(
+    tx: &Transaction<'_>,
+    store_id: &str,
+) -> Result<u64, TerminalStoreError> {
+    let count: i64 = tx.query_row(
+        "SELECT count(*) FROM terminals WHERE store_id = ?1",
+        [store_id],
+        |r| r.get(0),
+    )?;
     Ok(u64::try_from(count).unwrap_or(0) + 1)
 }
 
@@ -255,9 +286,16 @@ pub fn insert_terminal(
     Ok(())
 }
 
-pub fn terminal(connection: &Connection, terminal_id: &str) -> Result<Option<TerminalRow>, TerminalStoreError> {
+pub fn terminal(
+    connection: &Connection,
+    terminal_id: &str,
+) -> Result<Option<TerminalRow>, TerminalStoreError> {
     let row = connection
-        .query_row(&format!("SELECT {TERMINAL_COLUMNS} FROM terminals WHERE terminal_id = ?1"), [terminal_id], terminal_from_row)
+        .query_row(
+            &format!("SELECT {TERMINAL_COLUMNS} FROM terminals WHERE terminal_id = ?1"),
+            [terminal_id],
+            terminal_from_row,
+        )
         .optional()?;
     row.map(|(mut terminal, hash)| {
         terminal.last_hash = hash32(hash)?;
@@ -267,8 +305,12 @@ pub fn terminal(connection: &Connection, terminal_id: &str) -> Result<Option<Ter
 }
 
 pub fn terminals(connection: &Connection) -> Result<Vec<TerminalRow>, TerminalStoreError> {
-    let mut statement = connection.prepare(&format!("SELECT {TERMINAL_COLUMNS} FROM terminals ORDER BY terminal_id"))?;
-    let rows = statement.query_map([], terminal_from_row)?.collect::<Result<Vec<_>, _>>()?;
+    let mut statement = connection.prepare(&format!(
+        "SELECT {TERMINAL_COLUMNS} FROM terminals ORDER BY terminal_id"
+    ))?;
+    let rows = statement
+        .query_map([], terminal_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter()
         .map(|(mut terminal, hash)| {
             terminal.last_hash = hash32(hash)?;
@@ -278,10 +320,18 @@ pub fn terminals(connection: &Connection) -> Result<Vec<TerminalRow>, TerminalSt
 }
 
 pub fn revoke(connection: &Connection, terminal_id: &str) -> Result<bool, TerminalStoreError> {
-    Ok(connection.execute("UPDATE terminals SET status = 'revoked' WHERE terminal_id = ?1", [terminal_id])? == 1)
+    Ok(connection.execute(
+        "UPDATE terminals SET status = 'revoked' WHERE terminal_id = ?1",
+        [terminal_id],
+    )? == 1)
 }
 
-pub fn touch(connection: &Connection, terminal_id: &str, now_ms: i64, clock_skew_ms: i64) -> Result<(), TerminalStoreError> {
+pub fn touch(
+    connection: &Connection,
+    terminal_id: &str,
+    now_ms: i64,
+    clock_skew_ms: i64,
+) -> Result<(), TerminalStoreError> {
     connection.execute(
         "UPDATE terminals SET last_seen_ms = ?2, clock_skew_ms = ?3 WHERE terminal_id = ?1",
         params![terminal_id, now_ms, clock_skew_ms],
@@ -290,7 +340,13 @@ pub fn touch(connection: &Connection, terminal_id: &str, now_ms: i64, clock_skew
 }
 
 /// Remembers a nonce; false when it was already used inside the window.
-pub fn remember_nonce(connection: &Connection, terminal_id: &str, nonce: &str, now_ms: i64, expires_at_ms: i64) -> Result<bool, TerminalStoreError> {
+pub fn remember_nonce(
+    connection: &Connection,
+    terminal_id: &str,
+    nonce: &str,
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Result<bool, TerminalStoreError> {
     connection.execute("DELETE FROM nonces WHERE expires_at_ms < ?1", [now_ms])?;
     let inserted = connection.execute(
         "INSERT OR IGNORE INTO nonces (terminal_id, nonce, expires_at_ms) VALUES (?1, ?2, ?3)",
@@ -299,7 +355,11 @@ pub fn remember_nonce(connection: &Connection, terminal_id: &str, nonce: &str, n
     Ok(inserted == 1)
 }
 
-pub fn stored_hash(connection: &Connection, terminal_id: &str, seq: u64) -> Result<Option<[u8; 32]>, TerminalStoreError> {
+pub fn stored_hash(
+    connection: &Connection,
+    terminal_id: &str,
+    seq: u64,
+) -> Result<Option<[u8; 32]>, TerminalStoreError> {
     let hash: Option<Vec<u8>> = connection
         .prepare_cached("SELECT hash FROM entries WHERE terminal_id = ?1 AND seq = ?2")?
         .query_row(params![terminal_id, seq as i64], |r| r.get(0))
@@ -307,7 +367,11 @@ pub fn stored_hash(connection: &Connection, terminal_id: &str, seq: u64) -> Resu
     hash.map(hash32).transpose()
 }
 
-pub fn insert_entry(tx: &Transaction<'_>, entry: &SignedEntry, now_ms: i64) -> Result<(), TerminalStoreError> {
+pub fn insert_entry(
+    tx: &Transaction<'_>,
+    entry: &SignedEntry,
+    now_ms: i64,
+) -> Result<(), TerminalStoreError> {
     tx.prepare_cached(
         "INSERT INTO entries (terminal_id, seq, kind, created_at_ms, prev_hash, payload, hash, signature, received_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -326,7 +390,13 @@ pub fn insert_entry(tx: &Transaction<'_>, entry: &SignedEntry, now_ms: i64) -> R
     Ok(())
 }
 
-pub fn set_head(tx: &Transaction<'_>, terminal_id: &str, seq: u64, hash: [u8; 32], added: u64) -> Result<(), TerminalStoreError> {
+pub fn set_head(
+    tx: &Transaction<'_>,
+    terminal_id: &str,
+    seq: u64,
+    hash: [u8; 32],
+    added: u64,
+) -> Result<(), TerminalStoreError> {
     tx.execute(
         "UPDATE terminals SET last_seq = ?2, last_hash = ?3, entries = entries + ?4 WHERE terminal_id = ?1",
         params![terminal_id, seq as i64, &hash[..], added as i64],
@@ -358,7 +428,10 @@ pub fn add_to_ledger(
     Ok(())
 }
 
-pub fn ledger(connection: &Connection, terminal_id: Option<&str>) -> Result<Vec<LedgerRow>, TerminalStoreError> {
+pub fn ledger(
+    connection: &Connection,
+    terminal_id: Option<&str>,
+) -> Result<Vec<LedgerRow>, TerminalStoreError> {
     let mut statement = connection.prepare(
         "SELECT terminal_id, store_id, day, method, sales_fen, refunds_fen, sale_count, refund_count FROM ledger
          WHERE ?1 IS NULL OR terminal_id = ?1 ORDER BY terminal_id, day, method",
@@ -380,7 +453,14 @@ pub fn ledger(connection: &Connection, terminal_id: Option<&str>) -> Result<Vec<
     Ok(rows)
 }
 
-pub fn raise_alarm(tx: &Transaction<'_>, terminal_id: &str, seq: u64, kind: &str, detail: &str, now_ms: i64) -> Result<(), TerminalStoreError> {
+pub fn raise_alarm(
+    tx: &Transaction<'_>,
+    terminal_id: &str,
+    seq: u64,
+    kind: &str,
+    detail: &str,
+    now_ms: i64,
+) -> Result<(), TerminalStoreError> {
     tx.execute(
         "INSERT INTO alarms (terminal_id, seq, kind, detail, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![terminal_id, seq as i64, kind, detail, now_ms],
@@ -388,7 +468,10 @@ pub fn raise_alarm(tx: &Transaction<'_>, terminal_id: &str, seq: u64, kind: &str
     Ok(())
 }
 
-pub fn alarms(connection: &Connection, terminal_id: Option<&str>) -> Result<Vec<AlarmRow>, TerminalStoreError> {
+pub fn alarms(
+    connection: &Connection,
+    terminal_id: Option<&str>,
+) -> Result<Vec<AlarmRow>, TerminalStoreError> {
     let mut statement = connection.prepare(
         "SELECT terminal_id, seq, kind, detail, at_ms FROM alarms WHERE ?1 IS NULL OR terminal_id = ?1 ORDER BY id",
     )?;
