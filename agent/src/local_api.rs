@@ -2,7 +2,6 @@
 //! for POS software, tests and tools. Documented in `docs/local-api.md`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -11,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -74,12 +74,14 @@ pub async fn run(
         .route("/v1/ws", get(upgrade))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .with_state(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    // Replies and events are small frames written back to back: without TCP_NODELAY, Nagle's
+    // algorithm meets the client's delayed ACK and each command waits about 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn health(State(state): State<ApiState>) -> impl IntoResponse {

@@ -84,6 +84,10 @@ pub async fn run(
     };
     let router = http::router(http::AppState::new(gateway, manual_clock))
         .merge(terminals::http::router(terminal_state));
+    // Small request/response frames: no Nagle delay on the live channel.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
