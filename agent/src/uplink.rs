@@ -118,18 +118,29 @@ type Socket =
 
 /// Opens the live channel; returns the socket and the gateway's clock from the handshake.
 async fn connect(uplink: &Uplink) -> Result<(Socket, Option<i64>), UplinkError> {
-    let request = uplink.client.ws_request(uplink.clock.now_ms())?;
+    let now = uplink.clock.now_ms();
+    let request = uplink.client.ws_request(now)?;
     let connecting = tokio_tungstenite::connect_async(request);
+    let server_time = |headers: &tokio_tungstenite::tungstenite::http::HeaderMap| {
+        headers
+            .get(lanepay_sync::auth::header::SERVER_TIME)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
     match tokio::time::timeout(lanepay_sync::client::CONNECT_TIMEOUT, connecting).await {
         Ok(Ok((socket, response))) => {
-            let server_time = response
-                .headers()
-                .get(lanepay_sync::auth::header::SERVER_TIME)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i64>().ok());
+            let server_time = server_time(response.headers());
+            if let Some(server_time_ms) = server_time {
+                uplink.client.learn_server_time(server_time_ms, now);
+            }
             Ok((socket, server_time))
         }
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+            // A refusal still tells the gateway's time: a lane with a wrong clock signs on the
+            // gateway's clock from the next attempt on.
+            if let Some(server_time_ms) = server_time(response.headers()) {
+                uplink.client.learn_server_time(server_time_ms, now);
+            }
             Err(UplinkError::Client(ClientError::Refused {
                 status: response.status().as_u16(),
                 message: response
@@ -227,18 +238,14 @@ impl Uplink {
     }
 
     /// Applies the gateway's answer: marks the outbox from the verified ack.
-    fn apply(
-        &mut self,
-        result: &IngestResult,
-        server_time_ms: Option<i64>,
-    ) -> Result<(), UplinkError> {
+    fn apply(&mut self, result: &IngestResult) -> Result<(), UplinkError> {
         let hash = self.client.verify_ack(&result.ack)?;
         let now = self.clock.now_ms();
         if result.ack.seq > 0 {
             self.db(|conn| journal::mark_acknowledged(conn, result.ack.seq, hash, now))?;
         }
         self.status.last_sync_ms = Some(now);
-        self.status.clock_skew_ms = Some(server_time_ms.unwrap_or(result.ack.server_time_ms) - now);
+        self.status.clock_skew_ms = Some(self.client.clock_offset_ms());
         self.refresh_backlog();
         self.publish();
         if let Some(rejected) = &result.rejected {
@@ -261,13 +268,13 @@ impl Uplink {
             if entries.is_empty() {
                 return Ok(());
             }
-            let (result, server_time) = self
+            let (result, _server_time) = self
                 .client
                 .send_batch(&entries, self.clock.now_ms())
                 .await?;
             self.set_online(self.status.live);
             let before = self.status.acknowledged_seq;
-            self.apply(&result, server_time.0)?;
+            self.apply(&result)?;
             if self.status.acknowledged_seq == before {
                 // Nothing moved (a gap the gateway holds): stop instead of spinning.
                 return Ok(());
@@ -314,7 +321,7 @@ impl Uplink {
                             match serde_json::from_str::<WsFrame>(text.as_str()) {
                                 Ok(WsFrame::Result(result)) => {
                                     in_flight = false;
-                                    self.apply(&result, None)?;
+                                    self.apply(&result)?;
                                 }
                                 Ok(WsFrame::Push { topic, .. }) => tracing::debug!(%topic, "push from the gateway"),
                                 Ok(WsFrame::Entries { .. }) | Err(_) => {

@@ -33,6 +33,8 @@ pub enum ClientError {
     Malformed(String),
     #[error("the gateway's acknowledgement does not verify: {0}")]
     BadAck(auth::AuthError),
+    #[error("the lane's clock is too far from the gateway's (gateway time {server_time_ms})")]
+    ClockSkew { server_time_ms: i64 },
     #[error("no randomness for a nonce: {0}")]
     NoRandomness(String),
 }
@@ -109,6 +111,14 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             .ok()
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+        let code = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(String::from));
+        if code.as_deref() == Some("clock_skew")
+            && let Some(server_time_ms) = server_time
+        {
+            return Err(ClientError::ClockSkew { server_time_ms });
+        }
         return Err(ClientError::Refused {
             status: status.as_u16(),
             message,
@@ -152,6 +162,9 @@ pub struct GatewayClient {
     terminal_id: String,
     key: SigningKey,
     gateway_key: VerifyingKey,
+    /// Gateway clock minus lane clock, learnt from responses. Request timestamps are signed
+    /// on the gateway's clock, so a lane whose clock is wrong still syncs (and reports it).
+    clock_offset_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// What a call learnt besides its answer: the gateway's clock.
@@ -172,7 +185,22 @@ impl GatewayClient {
             terminal_id: terminal_id.into(),
             key,
             gateway_key,
+            clock_offset_ms: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0)),
         })
+    }
+
+    /// Records the gateway's clock as seen at lane time `local_now_ms`.
+    pub fn learn_server_time(&self, server_time_ms: i64, local_now_ms: i64) {
+        self.clock_offset_ms.store(
+            server_time_ms - local_now_ms,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Gateway clock minus lane clock, as last learnt (0 before any answer).
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.clock_offset_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn terminal_id(&self) -> &str {
@@ -192,7 +220,7 @@ impl GatewayClient {
             method,
             path,
             body,
-            now_ms,
+            now_ms + self.clock_offset_ms(),
             &nonce()?,
         );
         Ok(vec![
@@ -205,6 +233,21 @@ impl GatewayClient {
 
     /// Sends consecutive entries; returns the gateway's verified answer.
     pub async fn send_batch(
+        &self,
+        entries: &[SignedEntry],
+        now_ms: i64,
+    ) -> Result<(IngestResult, ServerTime), ClientError> {
+        match self.send_batch_once(entries, now_ms).await {
+            // The lane's clock is off: sign on the gateway's clock from now on and try again.
+            Err(ClientError::ClockSkew { server_time_ms }) => {
+                self.learn_server_time(server_time_ms, now_ms);
+                self.send_batch_once(entries, now_ms).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_batch_once(
         &self,
         entries: &[SignedEntry],
         now_ms: i64,
@@ -226,6 +269,9 @@ impl GatewayClient {
             .await
             .map_err(|e| ClientError::Unreachable(e.to_string()))?;
         let (result, server_time): (IngestResult, _) = read_json(response).await?;
+        if let Some(server_time_ms) = server_time {
+            self.learn_server_time(server_time_ms, now_ms);
+        }
         self.verify_ack(&result.ack)?;
         Ok((result, ServerTime(server_time)))
     }

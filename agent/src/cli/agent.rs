@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use lanepay_agent::clock::SystemClock;
+use lanepay_agent::clock::{Clock, OffsetClock};
 use lanepay_agent::{local_api, service, store};
 use lanepay_config::AgentConfig;
 
@@ -17,6 +17,9 @@ pub struct AgentArgs {
     /// The data directory (its agent.toml is used).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Test only: run the lane with its clock this many ms off (a lane with a wrong clock).
+    #[arg(long, hide = true, default_value_t = 0, allow_hyphen_values = true)]
+    pub clock_offset_ms: i64,
 }
 
 impl AgentArgs {
@@ -34,14 +37,14 @@ impl AgentArgs {
 pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     let config = AgentConfig::load(&args.config_path()?)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(serve(config))?;
+    runtime.block_on(serve(config, Arc::new(OffsetClock(args.clock_offset_ms))))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: AgentConfig) -> anyhow::Result<()> {
+async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     let (lane, key) = lanepay_agent::open_lane(&config)?;
     let terminal_id = config.terminal.id.clone();
-    let handle = service::start(lane, Arc::new(SystemClock))?;
+    let handle = service::start(lane, clock.clone())?;
     service::spawn_full_journal_check(
         store::db_path(&config.storage.data_dir),
         terminal_id.clone(),
@@ -53,7 +56,7 @@ async fn serve(config: AgentConfig) -> anyhow::Result<()> {
         Some(settings) => Some(tokio::spawn(lanepay_agent::uplink::run(
             settings,
             key.clone(),
-            Arc::new(SystemClock),
+            clock.clone(),
             handle.clone(),
             uplink_shutdown,
         ))),
