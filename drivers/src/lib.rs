@@ -3,9 +3,14 @@
 //! other end of a pseudo-terminal, so the same driver code runs in tests, demos, training
 //! lanes and stores.
 
+pub mod display;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod error;
 pub mod nfc;
+pub mod printer;
+pub mod scanner;
+pub mod serial;
+pub mod text;
 
 pub use error::{DeviceError, DeviceStatus, ErrorKind};
