@@ -144,11 +144,12 @@ pub fn insert_refund(
         ])?;
     }
     let mut tender_statement = conn.prepare_cached(
-        "INSERT INTO refund_tenders (refund_id, tender_id, method, amount_fen) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO refund_tenders (refund_id, position, tender_id, method, amount_fen) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
-    for part in &refund.tenders {
+    for (position, part) in refund.tenders.iter().enumerate() {
         tender_statement.execute(params![
             refund.id,
+            position as i64,
             part.tender.0,
             part.method.code(),
             part.amount.fen()
@@ -185,7 +186,8 @@ pub fn find_by_receipt(
 ) -> Result<Option<StoredSale>, StoreError> {
     let id: Option<String> = conn
         .query_row(
-            "SELECT sale_id FROM sales WHERE receipt_no = ?1",
+            // Receipt numbers are sale ids (see the schema), so the sale_id index finds them.
+            "SELECT sale_id FROM sales WHERE sale_id = ?1",
             [receipt_no],
             |r| r.get(0),
         )
@@ -390,7 +392,7 @@ fn load_refunds(conn: &Connection, sale_id: &str) -> Result<Vec<Refund>, StoreEr
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let tenders = conn
-            .prepare_cached("SELECT tender_id, method, amount_fen FROM refund_tenders WHERE refund_id = ?1 ORDER BY rowid")?
+            .prepare_cached("SELECT tender_id, method, amount_fen FROM refund_tenders WHERE refund_id = ?1 ORDER BY position")?
             .query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
