@@ -42,7 +42,11 @@ pub struct DeviceError {
 
 impl DeviceError {
     pub fn new(device: &'static str, kind: ErrorKind, message: impl Into<String>) -> DeviceError {
-        DeviceError { device, kind, message: message.into() }
+        DeviceError {
+            device,
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -55,5 +59,8 @@ pub enum DeviceStatus {
     /// Ready but a person should look (paper low).
     Warning(String),
     /// Configured but not usable now; the reason says what to do.
-    Unavailable { kind: ErrorKind, reason: String },
+    Unavailable {
+        kind: ErrorKind,
+        reason: String,
+    },
 }
