@@ -591,3 +591,156 @@ fn printer_replugged_prints_again() {
     let receipt = emulator.wait_for_receipt(1, DEADLINE).unwrap();
     assert_eq!(receipt.lines[0], "便利店 Lanepay");
 }
+
+/// Random bytes into every parser (scanner framing, display interpreter, ESC/POS interpreter):
+/// no panic, bounded buffers, the same result however the bytes are split into reads, and no
+/// desynchronisation: after garbage and the protocol's resync point, a real message is read
+/// exactly as a fresh parser reads it. The cargo-fuzz targets in `drivers/fuzz` run the same
+/// parsers without nightly-only tooling here.
+mod parsers {
+    use lanepay_drivers::display::{
+        DisplayCommand, MAX_LINE_WRITE_BYTES, SerialDisplay, encode_display_command,
+    };
+    use lanepay_drivers::emulator::display::DisplayInterpreter;
+    use lanepay_drivers::emulator::printer::{EscPosInterpreter, PrinterEvent};
+    use lanepay_drivers::printer::{PrinterCondition, ReceiptJob, receipt_bytes};
+    use lanepay_drivers::scanner::{
+        MAX_SCAN_LINE_BYTES, ScanDecoder, ScannerEvent, ScannerFormat, Symbology, Terminator,
+    };
+    use lanepay_drivers::text::TextEncoding;
+    use proptest::prelude::*;
+
+    /// Splits `bytes` at the given cut points (taken modulo its length).
+    fn chunks(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut points: Vec<usize> = cuts.iter().map(|cut| cut % (bytes.len() + 1)).collect();
+        points.push(0);
+        points.push(bytes.len());
+        points.sort_unstable();
+        points
+            .windows(2)
+            .map(|pair| bytes[pair[0]..pair[1]].to_vec())
+            .collect()
+    }
+
+    fn terminator() -> impl Strategy<Value = Terminator> {
+        prop_oneof![
+            Just(Terminator::Cr),
+            Just(Terminator::Lf),
+            Just(Terminator::CrLf),
+            Just(Terminator::Tab)
+        ]
+    }
+
+    /// Bytes that are mostly protocol-relevant (control bytes, GB18030 lead bytes) plus noise.
+    fn wire_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            4 => any::<u8>(),
+            2 => prop::sample::select(vec![0x0A, 0x0D, 0x09, 0x1B, 0x1C, 0x1D, 0x1F, 0x10, 0x04, 0x0C, 0x18]),
+            1 => prop::sample::select(vec![b'@', b'$', b'Q', b'A', b'(', b'k', b'V', b'p', b'!', b'X', 49, 80, 81]),
+            1 => 0x81u8..=0xFE,
+        ];
+        prop::collection::vec(byte, 0..max)
+    }
+
+    fn display_lines(bytes: &[u8]) -> [String; 2] {
+        let mut display = DisplayInterpreter::new(TextEncoding::Gb18030);
+        display.push(bytes);
+        display.lines()
+    }
+
+    fn printer_events(interpreter: &mut EscPosInterpreter, bytes: &[u8]) -> Vec<PrinterEvent> {
+        interpreter.push(bytes, &PrinterCondition::default())
+    }
+
+    proptest! {
+        #[test]
+        fn scanner_framing_survives_garbage(
+            terminator in terminator(),
+            garbage in prop::collection::vec(any::<u8>(), 0..(MAX_SCAN_LINE_BYTES * 2)),
+            cuts in prop::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let format = ScannerFormat { terminator, prefix: String::new(), aim_ids: false };
+            let mut whole = ScanDecoder::new(format.clone());
+            let all_at_once = whole.push(&garbage);
+            let mut split = ScanDecoder::new(format.clone());
+            let mut chunked = Vec::new();
+            for chunk in chunks(&garbage, &cuts) {
+                chunked.extend(split.push(&chunk));
+                prop_assert!(split.buffered() <= MAX_SCAN_LINE_BYTES + 2);
+            }
+            prop_assert_eq!(&all_at_once, &chunked);
+
+            // Resync at the next terminator: the following code is read as if nothing came before.
+            whole.push(terminator.bytes());
+            let mut frame = b"4006381333931".to_vec();
+            frame.extend_from_slice(terminator.bytes());
+            prop_assert_eq!(
+                whole.push(&frame),
+                vec![ScannerEvent::Scanned { code: "4006381333931".to_owned(), symbology: Symbology::Ean13 }]
+            );
+        }
+
+        #[test]
+        fn display_interpreter_survives_garbage(
+            garbage in wire_bytes(600),
+            cuts in prop::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let mut split = DisplayInterpreter::new(TextEncoding::Gb18030);
+            for chunk in chunks(&garbage, &cuts) {
+                split.push(&chunk);
+                prop_assert!(split.pending() <= MAX_LINE_WRITE_BYTES + 4);
+            }
+            prop_assert_eq!(split.lines(), display_lines(&garbage));
+
+            // Resync: four CRs finish any command in progress, ESC = 2 selects the display,
+            // ESC @ resets it; then a real screen is drawn exactly as on a fresh display.
+            let mut message = Vec::new();
+            encode_display_command(&DisplayCommand::Initialize, &mut message);
+            let lines = ["可乐 Cola       3.50".to_owned(), "Total          12.00".to_owned()];
+            message.extend(SerialDisplay::screen_bytes(&lines, TextEncoding::Gb18030));
+            let mut resync = b"\r\r\r\r\x1b=\x02".to_vec();
+            resync.extend_from_slice(&message);
+            split.push(&resync);
+            prop_assert_eq!(split.lines(), display_lines(&message));
+            prop_assert_eq!(split.lines(), lines.map(|line| line.trim_end().to_owned()));
+        }
+
+        #[test]
+        fn escpos_interpreter_survives_garbage(
+            garbage in wire_bytes(600),
+            cuts in prop::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let mut whole = EscPosInterpreter::new(TextEncoding::Gb18030);
+            let all_at_once = printer_events(&mut whole, &garbage);
+            let mut split = EscPosInterpreter::new(TextEncoding::Gb18030);
+            let mut chunked = Vec::new();
+            for chunk in chunks(&garbage, &cuts) {
+                chunked.extend(printer_events(&mut split, &chunk));
+                prop_assert!(split.pending() <= 65_539);
+            }
+            prop_assert_eq!(&all_at_once, &chunked);
+        }
+
+        #[test]
+        fn escpos_interpreter_resyncs_after_garbage_without_images(garbage in wire_bytes(600)) {
+            // Images and GS blocks legitimately swallow their declared length (a real printer
+            // does the same), so this property leaves them out of the garbage.
+            let garbage: Vec<u8> = garbage.into_iter().map(|b| if b == 0x1D || b == b'*' { 0 } else { b }).collect();
+            let job = ReceiptJob {
+                title: Some("小店".to_owned()),
+                lines: vec!["可乐 3.50".to_owned(), "Total 3.50".to_owned()],
+                qr_payload: Some("LP1:42".to_owned()),
+                cut: true,
+                kick_drawer: true,
+            };
+            let receipt = receipt_bytes(&job, TextEncoding::Gb18030).unwrap();
+            let mut interpreter = EscPosInterpreter::new(TextEncoding::Gb18030);
+            printer_events(&mut interpreter, &garbage);
+            // Five NULs finish any command in progress (ESC p is the longest, five bytes).
+            printer_events(&mut interpreter, &[0; 5]);
+            let after_garbage = printer_events(&mut interpreter, &receipt);
+            let fresh = printer_events(&mut EscPosInterpreter::new(TextEncoding::Gb18030), &receipt);
+            prop_assert_eq!(after_garbage, fresh);
+        }
+    }
+}
