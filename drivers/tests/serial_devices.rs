@@ -13,7 +13,9 @@ use lanepay_drivers::display::{
     CustomerDisplay, DisplayLabels, SerialDisplay, SerialDisplaySettings,
 };
 use lanepay_drivers::emulator::display::{DisplayEmulator, DisplayEmulatorSettings, DisplayEvent};
-use lanepay_drivers::emulator::printer::{PrinterEmulator, PrinterEmulatorSettings, PrinterEvent};
+use lanepay_drivers::emulator::printer::{
+    PrinterEmulator, PrinterEmulatorCommand, PrinterEmulatorSettings, PrinterEvent,
+};
 use lanepay_drivers::emulator::scanner::{
     ScannerCommand, ScannerEmulator, ScannerEmulatorSettings,
 };
@@ -519,10 +521,7 @@ fn printer_reports_paper_out_and_cover_open_and_refuses_to_print() {
     let error = printer.print(&sample_receipt()).unwrap_err();
     assert_eq!(error.kind, ErrorKind::NeedsAttention);
 
-    emulator.set_condition(PrinterCondition {
-        cover_open: true,
-        ..Default::default()
-    });
+    emulator.execute(PrinterEmulatorCommand::parse("cover-open").unwrap());
     assert!(
         matches!(printer.status(), DeviceStatus::Unavailable { kind: ErrorKind::NeedsAttention, reason } if reason.contains("cover")),
     );

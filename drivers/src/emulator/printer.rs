@@ -360,6 +360,60 @@ impl PrinterState {
     }
 }
 
+/// A command of the emulator's line interface (`lanepay emulate printer` reads them from
+/// stdin): each sets the condition the printer reports from then on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrinterEmulatorCommand {
+    /// `paper-out`: the roll is empty (offline; nothing prints).
+    PaperOut,
+    /// `paper-low`: the near-end sensor trips (still prints).
+    PaperLow,
+    /// `cover-open`: the cover is open (offline; nothing prints).
+    CoverOpen,
+    /// `drawer-open`: the drawer switch reports open.
+    DrawerOpen,
+    /// `ok`: everything clear.
+    Ok,
+}
+
+impl PrinterEmulatorCommand {
+    /// Parses one line of the command interface; the error says what is understood.
+    pub fn parse(line: &str) -> Result<PrinterEmulatorCommand, String> {
+        match line.trim() {
+            "paper-out" => Ok(PrinterEmulatorCommand::PaperOut),
+            "paper-low" => Ok(PrinterEmulatorCommand::PaperLow),
+            "cover-open" => Ok(PrinterEmulatorCommand::CoverOpen),
+            "drawer-open" => Ok(PrinterEmulatorCommand::DrawerOpen),
+            "ok" => Ok(PrinterEmulatorCommand::Ok),
+            _ => Err("commands: paper-out | paper-low | cover-open | drawer-open | ok".to_owned()),
+        }
+    }
+
+    /// The condition the printer reports after this command.
+    pub fn condition(self) -> PrinterCondition {
+        let clear = PrinterCondition::default();
+        match self {
+            PrinterEmulatorCommand::PaperOut => PrinterCondition {
+                paper_out: true,
+                ..clear
+            },
+            PrinterEmulatorCommand::PaperLow => PrinterCondition {
+                paper_near_end: true,
+                ..clear
+            },
+            PrinterEmulatorCommand::CoverOpen => PrinterCondition {
+                cover_open: true,
+                ..clear
+            },
+            PrinterEmulatorCommand::DrawerOpen => PrinterCondition {
+                drawer_open: true,
+                ..clear
+            },
+            PrinterEmulatorCommand::Ok => clear,
+        }
+    }
+}
+
 type SharedState = Arc<(Mutex<PrinterState>, Condvar)>;
 
 /// The running emulated printer. Dropping it stops its thread and closes the
@@ -416,6 +470,11 @@ impl PrinterEmulator {
             .unwrap_or_else(PoisonError::into_inner)
             .condition = condition;
         changed.notify_all();
+    }
+
+    /// Runs one command of the line interface.
+    pub fn execute(&self, command: PrinterEmulatorCommand) {
+        self.set_condition(command.condition());
     }
 
     /// A copy of everything the printer has done so far.
