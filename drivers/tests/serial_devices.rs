@@ -26,7 +26,7 @@ use lanepay_drivers::scanner::{
     Scanner, ScannerEvent, ScannerFormat, SerialScanner, SerialScannerSettings, Symbology,
     Terminator, spawn_scanner,
 };
-use lanepay_drivers::serial::SerialSettings;
+use lanepay_drivers::serial::{SerialSettings, SupervisedPort};
 use lanepay_drivers::text::TextEncoding;
 use lanepay_drivers::{DeviceStatus, ErrorKind};
 
@@ -283,6 +283,45 @@ fn a_scanner_that_is_not_plugged_in_is_reported_not_fatal() {
         next_code_event(&mut scanner),
         scanned("4006381333931", Symbology::Ean13)
     );
+}
+
+#[test]
+fn supervised_port_reports_each_status_change_to_its_callback() {
+    let directory = tempfile::tempdir().unwrap();
+    let link = directory.path().join("port");
+    let (path, emulator) = ScannerEmulator::spawn_linked(ScannerFormat::default(), &link).unwrap();
+    let (sender, statuses) = mpsc::channel();
+    let mut port = SupervisedPort::new("test", SerialSettings::new(path, 9600));
+    port.on_status_change(Box::new(move |status| {
+        let _ = sender.send(status.clone());
+    }));
+    port.write_all(b"hello").unwrap();
+    assert_eq!(statuses.try_recv(), Ok(DeviceStatus::Ready));
+
+    drop(emulator);
+    let error = port.write_all(b"hello").unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Disconnected);
+    assert!(matches!(
+        statuses.try_recv(),
+        Ok(DeviceStatus::Unavailable {
+            kind: ErrorKind::Disconnected,
+            ..
+        })
+    ));
+    // Within the backoff, operations fail fast without touching the device.
+    assert_eq!(
+        port.write_all(b"hello").unwrap_err().kind,
+        ErrorKind::Disconnected
+    );
+
+    let (_, _emulator) = ScannerEmulator::spawn_linked(ScannerFormat::default(), &link).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while port.write_all(b"back").is_err() {
+        assert!(Instant::now() < deadline, "port not reopened");
+        let _ = statuses.recv_timeout(port.time_until_retry());
+    }
+    let last = statuses.try_iter().last();
+    assert_eq!(last, Some(DeviceStatus::Ready));
 }
 
 fn serial_display(path: &str, labels: DisplayLabels) -> SerialDisplay {
