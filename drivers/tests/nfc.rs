@@ -180,10 +180,14 @@ fn reader_reopens_the_same_port_and_reports_a_vanished_device() {
     let error = reader
         .wait_for_card(Duration::from_millis(500))
         .unwrap_err();
-    assert!(
-        matches!(error.kind, ErrorKind::Disconnected | ErrorKind::Timeout),
-        "{error}"
-    );
+    assert_eq!(error.kind, ErrorKind::Disconnected, "{error}");
+    assert!(matches!(
+        reader.status(),
+        lanepay_drivers::DeviceStatus::Unavailable {
+            kind: ErrorKind::Disconnected,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -207,4 +211,33 @@ fn emulator_command_language() {
     for name in TEST_CARD_NAMES {
         assert!(VirtualCard::test_card(name).is_some(), "{name}");
     }
+}
+
+#[test]
+fn unplug_and_replug_at_a_stable_path_needs_no_restart() {
+    let _turn = serial();
+    let directory = tempfile::tempdir().unwrap();
+    let link = directory.path().join("pn532");
+    let emulator = Pn532Emulator::spawn_with_link(Some(&link)).unwrap();
+    let mut reader = Pn532Reader::open(&emulator.connstring()).unwrap();
+    emulator.tap(VirtualCard::default_test_card());
+    reader.wait_for_card(DEADLINE).unwrap();
+
+    // Unplug: the port disappears under the open reader.
+    drop(emulator);
+    let error = reader.wait_for_card(DEADLINE).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Disconnected, "{error}");
+    let error = reader.wait_for_card(DEADLINE).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Disconnected, "{error}");
+
+    // Replug at the same path: the same reader object reopens it on its next call.
+    let emulator = Pn532Emulator::spawn_with_link(Some(&link)).unwrap();
+    emulator.run_command("tap mastercard").unwrap();
+    reader.wait_for_card(DEADLINE).unwrap();
+    let card = reader.read_card(&transaction()).unwrap();
+    assert_eq!(card.pan.last_four(), "0434");
+    assert!(matches!(
+        reader.status(),
+        lanepay_drivers::DeviceStatus::Ready
+    ));
 }

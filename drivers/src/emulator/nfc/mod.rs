@@ -3,9 +3,10 @@
 //! are tapped and removed by method call or by the `tap [CARD]` / `remove` commands that
 //! `lanepay emulate nfc` reads from stdin.
 //!
-//! The emulator keeps the pseudo-terminal's slave side open itself, so the reader may open,
-//! close and reopen the path any number of times (as libnfc does) without the master seeing a
-//! hang-up.
+//! The pseudo-terminal comes from `emulator::pty` (shared with the serial emulators): the
+//! emulator keeps the reader's side open itself, so the reader may open, close and reopen the
+//! path any number of times (as libnfc does) without the master seeing a hang-up, and an
+//! optional symbolic link gives it a stable path across restarts.
 
 pub mod card;
 pub mod chip;
@@ -19,6 +20,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serialport::{SerialPort, TTYPort};
+
+use super::pty::{PtyDevice, PtyGuard};
 
 pub use card::{CardFault, CardLayout, DEFAULT_TEST_CARD, TEST_CARD_NAMES, VirtualCard};
 use chip::{ChipAnswer, Field, Pn532Chip, command_name};
@@ -70,23 +73,26 @@ impl Pn532Emulator {
     /// Creates a pseudo-terminal and starts serving it. The reader opens [`Self::path`]
     /// (connstring [`Self::connstring`]).
     pub fn spawn() -> Result<Pn532Emulator, DeviceError> {
-        let (mut master, slave) = TTYPort::pair().map_err(|error| {
-            DeviceError::new(
-                DEVICE,
-                ErrorKind::Other,
-                format!("cannot create a pseudo-terminal: {error}"),
-            )
-        })?;
-        let path = slave.name().map(PathBuf::from).ok_or_else(|| {
-            DeviceError::new(DEVICE, ErrorKind::Other, "pseudo-terminal has no path")
-        })?;
-        master.set_timeout(READ_POLL_INTERVAL).map_err(|error| {
-            DeviceError::new(
-                DEVICE,
-                ErrorKind::Other,
-                format!("cannot configure the pseudo-terminal: {error}"),
-            )
-        })?;
+        Pn532Emulator::spawn_with_link(None)
+    }
+
+    /// Like [`Self::spawn`], and with `link` also points a symbolic link at the pty (replacing
+    /// an older one): a stable path across emulator restarts, which is how a training lane
+    /// keeps its configuration and how tests unplug and replug the reader.
+    pub fn spawn_with_link(link: Option<&Path>) -> Result<Pn532Emulator, DeviceError> {
+        let mut device = PtyDevice::create(DEVICE, link)?;
+        let path = PathBuf::from(device.path());
+        device
+            .master()
+            .set_timeout(READ_POLL_INTERVAL)
+            .map_err(|error| {
+                DeviceError::new(
+                    DEVICE,
+                    ErrorKind::Other,
+                    format!("cannot configure the pseudo-terminal: {error}"),
+                )
+            })?;
+        let (master, guard) = device.into_parts();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             stop: AtomicBool::new(false),
@@ -94,7 +100,7 @@ impl Pn532Emulator {
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("pn532-emulator".to_string())
-            .spawn(move || serve(master, slave, &thread_shared))
+            .spawn(move || serve(master, guard, &thread_shared))
             .map_err(|error| {
                 DeviceError::new(
                     DEVICE,
@@ -110,7 +116,7 @@ impl Pn532Emulator {
         })
     }
 
-    /// The pseudo-terminal path the reader opens.
+    /// The path the reader opens: the link when there is one, else the pty itself.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -188,9 +194,10 @@ impl Drop for Pn532Emulator {
 }
 
 /// The serving loop: bytes in, frames out, until told to stop.
-fn serve(mut master: TTYPort, slave: TTYPort, shared: &Shared) {
-    // Held open so the master never sees a hang-up while the reader is closed.
-    let _slave = slave;
+fn serve(mut master: TTYPort, guard: PtyGuard, shared: &Shared) {
+    // Keeps the reader's side open (so the master never sees a hang-up while the reader is
+    // closed) and removes the link when serving ends.
+    let _guard = guard;
     let mut chip = Pn532Chip::new();
     let mut reader = FrameReader::new();
     let mut last_answer: Option<Vec<u8>> = None;
