@@ -241,3 +241,35 @@ fn unplug_and_replug_at_a_stable_path_needs_no_restart() {
         lanepay_drivers::DeviceStatus::Ready
     ));
 }
+
+#[test]
+fn a_configured_card_reads_back_and_a_bad_check_digit_is_refused() {
+    let _turn = serial();
+    let emulator = Pn532Emulator::spawn().unwrap();
+    let mut reader = open(&emulator);
+    let mut card = VirtualCard::default_test_card();
+    card.name = "custom".to_string();
+    card.pan = "6212345678901232".to_string();
+    card.expiry = CardExpiry {
+        year: 2031,
+        month: 3,
+    };
+    card.cardholder_name = Some("LI/SI".to_string());
+    card.aid = vec![0xA0, 0x00, 0x00, 0x03, 0x33, 0x01, 0x01, 0x02];
+    card.label = "UnionPay Credit".to_string();
+    emulator.tap(card.clone());
+    reader.wait_for_card(DEADLINE).unwrap();
+    let data = reader.read_card(&transaction()).unwrap();
+    assert_eq!(data.pan.expose(), "6212345678901232");
+    assert_eq!(data.expiry, card.expiry);
+    assert_eq!(data.cardholder_name.as_deref(), Some("LI/SI"));
+    assert_eq!(data.aid_hex(), "A000000333010102");
+    assert_eq!(data.application_label.as_deref(), Some("UnionPay Credit"));
+
+    card.pan = "6212345678901233".to_string();
+    emulator.tap(card);
+    reader.wait_for_card(DEADLINE).unwrap();
+    let error = reader.read_card(&transaction()).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Protocol, "{error}");
+    assert!(!format!("{error:?}").contains("6212345678901233"));
+}
