@@ -31,6 +31,11 @@ pub const MAX_RECEIPT_LINES: usize = 2000;
 /// cameras read easily at arm's length.
 pub const QR_MODULE_DOTS: u8 = 6;
 
+/// Characters per line on 80 mm paper with font A (12 × 24 dots), the common lane printer.
+pub const RECEIPT_COLUMNS_80MM: usize = 48;
+/// Characters per line on 58 mm paper with font A.
+pub const RECEIPT_COLUMNS_58MM: usize = 32;
+
 /// Lines fed before the cut, so the last printed line clears the cutter.
 pub const FEED_BEFORE_CUT_LINES: u8 = 4;
 

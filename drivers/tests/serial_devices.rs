@@ -20,7 +20,8 @@ use lanepay_drivers::emulator::scanner::{
     ScannerCommand, ScannerEmulator, ScannerEmulatorSettings,
 };
 use lanepay_drivers::printer::{
-    PrinterCondition, ReceiptJob, ReceiptPrinter, SerialPrinter, SerialPrinterSettings,
+    PrinterCondition, RECEIPT_COLUMNS_58MM, ReceiptJob, ReceiptPrinter, SerialPrinter,
+    SerialPrinterSettings,
 };
 use lanepay_drivers::scanner::{
     Scanner, ScannerEvent, ScannerFormat, SerialScanner, SerialScannerSettings, Symbology,
@@ -489,11 +490,17 @@ fn sample_receipt() -> ReceiptJob {
 #[test]
 fn printer_prints_text_qr_cut_and_kicks_the_drawer() {
     let (events, received) = mpsc::channel();
-    let (path, emulator) =
-        PrinterEmulator::spawn(PrinterEmulatorSettings::default(), move |event| {
+    let (path, emulator) = PrinterEmulator::spawn(
+        // 58 mm paper: the sample receipt is laid out to fit, so no line may wrap.
+        PrinterEmulatorSettings {
+            paper_columns: Some(RECEIPT_COLUMNS_58MM),
+            ..Default::default()
+        },
+        move |event| {
             let _ = events.send(event.clone());
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     let mut printer = serial_printer(&path);
     assert_eq!(printer.status(), DeviceStatus::Ready);
     printer.print(&sample_receipt()).unwrap();

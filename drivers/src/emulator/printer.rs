@@ -4,8 +4,10 @@
 //! the test sets (paper out, cover open, ...). `lanepay emulate printer` prints its events as
 //! JSON lines.
 //!
-//! Simplifications, on purpose: lines are not wrapped at the paper width (a line is what
-//! arrived between two line feeds); images are skipped; while the printer is "offline" (paper
+//! Lines wrap at the paper width when one is set ([`PrinterEmulatorSettings::paper_columns`]:
+//! a character takes one column, a GB18030 double-byte one two, times the width
+//! magnification), so a receipt laid out too wide shows up as extra lines in tests.
+//! Simplifications, on purpose: images are skipped; while the printer is "offline" (paper
 //! out or cover open) printable output is reported as [`PrinterEvent::NotPrinted`] instead of
 //! being held until the condition clears, as a real printer would.
 
@@ -102,6 +104,8 @@ impl PrintedReceipt {
 #[derive(Clone, Debug)]
 pub struct EscPosInterpreter {
     encoding: TextEncoding,
+    /// Columns per printed line; `None` never wraps.
+    paper_columns: Option<usize>,
     pending: Vec<u8>,
     /// Image data still to skip.
     skip: u64,
@@ -121,6 +125,7 @@ impl EscPosInterpreter {
     pub fn new(encoding: TextEncoding) -> EscPosInterpreter {
         EscPosInterpreter {
             encoding,
+            paper_columns: None,
             pending: Vec::new(),
             skip: 0,
             chinese_mode: encoding == TextEncoding::Gb18030,
@@ -134,6 +139,13 @@ impl EscPosInterpreter {
             qr_error_correction: 'L',
             qr_data: None,
         }
+    }
+
+    /// Wraps printed lines at `columns` (48 for 80 mm paper with font A, 32 for 58 mm).
+    #[must_use]
+    pub fn with_paper_columns(mut self, columns: usize) -> EscPosInterpreter {
+        self.paper_columns = Some(columns.max(1));
+        self
     }
 
     /// Bytes held for an incomplete command (bounded by the longest command, 65,539 bytes).
@@ -178,18 +190,33 @@ impl EscPosInterpreter {
 
     fn print_line(&mut self, condition: &PrinterCondition, events: &mut Vec<PrinterEvent>) {
         let bytes = std::mem::take(&mut self.line);
-        let text: String = split_characters(&bytes, self.encoding, self.chinese_mode)
-            .into_iter()
-            .map(|(c, _)| c)
-            .collect();
-        let event = PrinterEvent::Line {
-            text,
-            alignment: self.alignment,
-            bold: self.bold,
-            width: self.width,
-            height: self.height,
-        };
-        emit(event, condition, events);
+        let magnification = usize::from(self.width.max(1));
+        let mut lines = vec![String::new()];
+        let mut used = 0;
+        for (c, columns) in split_characters(&bytes, self.encoding, self.chinese_mode) {
+            let columns = columns * magnification;
+            if let Some(paper) = self.paper_columns
+                && used > 0
+                && used + columns > paper
+            {
+                lines.push(String::new());
+                used = 0;
+            }
+            used += columns;
+            if let Some(line) = lines.last_mut() {
+                line.push(c);
+            }
+        }
+        for text in lines {
+            let event = PrinterEvent::Line {
+                text,
+                alignment: self.alignment,
+                bold: self.bold,
+                width: self.width,
+                height: self.height,
+            };
+            emit(event, condition, events);
+        }
     }
 
     fn apply(
@@ -203,6 +230,7 @@ impl EscPosInterpreter {
                 let (encoding, pending) = (self.encoding, std::mem::take(&mut self.pending));
                 *self = EscPosInterpreter {
                     pending,
+                    paper_columns: self.paper_columns,
                     ..Self::new(encoding)
                 };
                 events.push(PrinterEvent::Initialize);
@@ -317,6 +345,9 @@ pub struct PrinterEmulatorSettings {
     pub condition: PrinterCondition,
     /// A stable path to link to the pseudo-terminal (see [`PtyDevice::create`]).
     pub link: Option<std::path::PathBuf>,
+    /// Columns per printed line (48 for 80 mm paper with font A, 32 for 58 mm); `None` never
+    /// wraps.
+    pub paper_columns: Option<usize>,
 }
 
 /// Everything the emulated printer has done, for tests.
@@ -446,7 +477,10 @@ impl PrinterEmulator {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
-            let interpreter = EscPosInterpreter::new(settings.encoding);
+            let mut interpreter = EscPosInterpreter::new(settings.encoding);
+            if let Some(columns) = settings.paper_columns {
+                interpreter = interpreter.with_paper_columns(columns);
+            }
             std::thread::Builder::new()
                 .name("printer-emulator".to_owned())
                 .spawn(move || serve(master, interpreter, &shared, &stop, on_event))
@@ -637,6 +671,22 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn lines_wrap_at_the_paper_width_counting_wide_characters_and_magnification() {
+        let mut interpreter = EscPosInterpreter::new(TextEncoding::Gb18030).with_paper_columns(8);
+        let mut wire = crate::text::encode("可乐可乐x", TextEncoding::Gb18030);
+        wire.extend_from_slice(b"\n\x1d\x21\x10ABCDE\n");
+        let texts: Vec<String> = interpreter
+            .push(&wire, &PrinterCondition::default())
+            .into_iter()
+            .filter_map(|event| match event {
+                PrinterEvent::Line { text, .. } => Some(text),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts, ["可乐可乐", "x", "ABCD", "E"]);
     }
 
     #[test]
