@@ -34,6 +34,15 @@ pub const PN532_UART_BAUD: u32 = 115_200;
 /// SAK bit 6: the card speaks ISO 14443-4 (every contactless payment card does).
 const SAK_ISO14443_4: u8 = 0x20;
 
+/// Longest wait honoured in one call; longer timeouts (`Duration::MAX`) are cut to this
+/// rather than overflowing the clock.
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout.min(MAX_WAIT)).unwrap_or(now)
+}
+
 /// Builds the libnfc connstring for a PN532 on a serial port.
 pub fn pn532_uart_connstring(port: &str) -> String {
     format!("pn532_uart:{port}:{PN532_UART_BAUD}")
@@ -222,7 +231,7 @@ impl ApduTransport for LibnfcTransport<'_> {
 
 impl CardReader for Pn532Reader {
     fn wait_for_card(&mut self, timeout: Duration) -> Result<DetectedCard, DeviceError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             match self.poll_once() {
                 Ok(Some(card)) => {
@@ -298,7 +307,7 @@ impl CardReader for Pn532Reader {
     }
 
     fn wait_for_removal(&mut self, timeout: Duration) -> Result<(), DeviceError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             if !self.card_present()? {
                 tracing::debug!("card left the field");
@@ -330,6 +339,11 @@ impl CardReader for Pn532Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endless_timeouts_do_not_overflow_the_clock() {
+        assert!(deadline_after(Duration::MAX) > Instant::now());
+    }
 
     #[test]
     fn connstring_format() {
