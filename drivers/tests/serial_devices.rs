@@ -4,6 +4,7 @@
 //! emulator is dropped (its pseudo-terminal closes: the driver sees a hang-up), and a new
 //! emulator is created and the link pointed at its new pseudo-terminal.
 
+#![cfg(feature = "emulator")]
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap too
 
 use std::sync::mpsc;
