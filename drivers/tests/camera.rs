@@ -200,3 +200,63 @@ fn a_code_held_up_is_one_scan_until_it_leaves_the_view() {
         .unwrap();
     assert_eq!(scanner.next_scan().unwrap(), None);
 }
+
+#[test]
+fn raw_yuyv_and_grey_streams_decode_and_a_cut_stream_is_disconnected() {
+    use lanepay_drivers::camera::stream::{RawFrameStream, RawPixelFormat};
+
+    let first = render_qr_frame("first", &FrameDistortion::from_seed(11)).unwrap();
+    let second = render_qr_frame("second", &FrameDistortion::from_seed(12)).unwrap();
+    // YUYV as a USB camera sends it: Y0 U Y1 V, chroma neutral.
+    let yuyv: Vec<u8> = [&first, &second]
+        .iter()
+        .flat_map(|frame| {
+            frame
+                .as_raw()
+                .iter()
+                .flat_map(|y| [*y, 128])
+                .collect::<Vec<u8>>()
+        })
+        .collect();
+    let stream = RawFrameStream::new(
+        std::io::Cursor::new(yuyv.clone()),
+        FRAME_WIDTH,
+        FRAME_HEIGHT,
+        RawPixelFormat::Yuyv,
+    )
+    .unwrap();
+    let mut scanner = QrScanner::new(stream);
+    assert_eq!(
+        scanner.next_scan().unwrap(),
+        Some(vec!["first".to_string()])
+    );
+    assert_eq!(
+        scanner.next_scan().unwrap(),
+        Some(vec!["second".to_string()])
+    );
+    assert_eq!(scanner.next_scan().unwrap(), None);
+
+    let mut grey = RawFrameStream::new(
+        std::io::Cursor::new(first.as_raw().clone()),
+        FRAME_WIDTH,
+        FRAME_HEIGHT,
+        RawPixelFormat::Gray8,
+    )
+    .unwrap();
+    assert_eq!(grey.next_frame().unwrap().unwrap().as_raw(), first.as_raw());
+
+    let cut = yuyv[..yuyv.len() / 3].to_vec();
+    let mut stream = RawFrameStream::new(
+        std::io::Cursor::new(cut),
+        FRAME_WIDTH,
+        FRAME_HEIGHT,
+        RawPixelFormat::Yuyv,
+    )
+    .unwrap();
+    let error = stream.next_frame().unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Disconnected, "{error}");
+
+    assert!(RawFrameStream::new(std::io::empty(), 0, 480, RawPixelFormat::Gray8).is_err());
+    assert!(RawFrameStream::new(std::io::empty(), 641, 480, RawPixelFormat::Yuyv).is_err());
+    assert!(RawFrameStream::new(std::io::empty(), 5000, 5000, RawPixelFormat::Gray8).is_err());
+}

@@ -2,8 +2,10 @@
 //! files or a directory of them today; a camera device where one is wired in) and rqrr
 //! decoding of each frame into the payloads it shows.
 //!
-//! A V4L2 source is not built yet: it needs either `unsafe` ioctls (the workspace denies
-//! `unsafe_code`) or a V4L2 crate that is not among the workspace's dependencies.
+//! A V4L2 camera is read through `v4l2-ctl` (see [`stream`]): direct V4L2 ioctls would need
+//! `unsafe` (the workspace denies it) or a V4L2 crate that is not among its dependencies.
+
+pub mod stream;
 
 use std::path::{Path, PathBuf};
 
