@@ -341,6 +341,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_reader_can_move_to_the_device_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Pn532Reader>();
+        assert_send::<CardData>();
+    }
+
+    #[test]
     fn endless_timeouts_do_not_overflow_the_clock() {
         assert!(deadline_after(Duration::MAX) > Instant::now());
     }
