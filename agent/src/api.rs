@@ -107,6 +107,8 @@ pub enum Event {
         seq: u64,
         kind: String,
     },
+    /// A device came, went or needs attention.
+    DeviceStatus(DeviceStatusView),
     /// The lane's link to the gateway changed (or a periodic refresh of its figures).
     SyncStatus(SyncStatusView),
     /// The background check of the whole journal finished.
@@ -189,6 +191,17 @@ pub struct StatusView {
     pub journal_last_seq: u64,
     pub outbox_len: u64,
     pub acknowledged_seq: u64,
+}
+
+/// One device's state for the status bar.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatusView {
+    /// scanner, display, printer, nfc.
+    pub device: String,
+    /// not_configured, ready, warning, unavailable.
+    pub state: String,
+    /// What is wrong and what to do, when something is.
+    pub detail: Option<String>,
 }
 
 /// The lane's link to the gateway, as the status bar and HQ show it.

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod clock;
 pub mod convert;
+pub mod devices;
 pub mod key;
 pub mod lane;
 pub mod local_api;
@@ -51,11 +52,18 @@ pub fn uplink_settings(config: &AgentConfig) -> anyhow::Result<Option<uplink::Up
     let first = keys.split(',').next().unwrap_or_default();
     let gateway_key = lanepay_sync::auth::parse_public_key(first)
         .with_context(|| format!("the stored gateway key `{first}` is damaged; enroll again"))?;
+    // Loaded once here: a missing or broken file is named before anything connects.
+    let tls = gateway
+        .ca_file
+        .as_deref()
+        .map(lanepay_sync::client::TlsTrust::pinned)
+        .transpose()?;
     Ok(Some(uplink::UplinkSettings {
         base_url: gateway.url.clone(),
         terminal_id: config.terminal.id.clone(),
         gateway_key,
         db,
+        tls,
     }))
 }
 

@@ -41,6 +41,16 @@ impl LaneHandle {
         reply.await.map_err(|_| stopped())?
     }
 
+    /// [`LaneHandle::execute`] for threads outside the async runtime (device threads).
+    pub fn execute_blocking(&self, command: Command) -> Result<Reply, CommandError> {
+        let (reply_to, reply) = oneshot::channel();
+        let stopped = || CommandError::new("storage", "the lane has stopped; restart lanepay");
+        self.commands
+            .blocking_send((command, reply_to))
+            .map_err(|_| stopped())?;
+        reply.blocking_recv().map_err(|_| stopped())?
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }

@@ -45,6 +45,13 @@ async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()>
     let (lane, key) = lanepay_agent::open_lane(&config)?;
     let terminal_id = config.terminal.id.clone();
     let handle = service::start(lane, clock.clone())?;
+    let store_name = config
+        .terminal
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("Store {}", config.terminal.store_id));
+    // Kept alive until the lane stops; a missing device is reported, not fatal.
+    let _devices = lanepay_agent::devices::start(&config.devices, &handle, &store_name);
     service::spawn_full_journal_check(
         store::db_path(&config.storage.data_dir),
         terminal_id.clone(),

@@ -61,6 +61,27 @@ async fn demo(mut config: AgentConfig) -> anyhow::Result<()> {
     let (lane, _key) = lanepay_agent::open_lane(&config)?;
     let handle = service::start(lane, Arc::new(SystemClock))?;
     let sync_handle = handle.clone();
+    // Hardware the configuration names is used; anything not configured is emulated, so the
+    // scripted sale goes through real serial drivers either way.
+    let mut devices_config = config.devices.clone();
+    if devices_config.scanner.driver == lanepay_config::ScannerDriver::None {
+        devices_config.scanner.driver = lanepay_config::ScannerDriver::Emulator;
+    }
+    if devices_config.display.driver == lanepay_config::DisplayDriver::None {
+        devices_config.display.driver = lanepay_config::DisplayDriver::Emulator;
+    }
+    if devices_config.printer.driver == lanepay_config::PrinterDriver::None {
+        devices_config.printer.driver = lanepay_config::PrinterDriver::Emulator;
+    }
+    let mut devices = lanepay_agent::devices::start(&devices_config, &handle, "Lanepay demo store");
+    for status in devices.statuses() {
+        println!(
+            "device {:<8} {}{}",
+            status.device,
+            status.state,
+            status.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.local_api.listen).await?;
     let address = listener.local_addr()?;
     let token = config.local_api.token().to_string();
@@ -88,12 +109,22 @@ async fn demo(mut config: AgentConfig) -> anyhow::Result<()> {
         ("96385074", "chewing gum (EAN-8)"),
         ("6901234567893", "a misread cola label (bad check digit)"),
     ] {
-        match client.call(json!({"type": "scan", "code": code})).await {
-            Ok(cart) => println!(
-                "scan {code:<14} {what:<40} total {}",
-                cart["total"].as_str().unwrap_or("?")
-            ),
-            Err(error) => println!("scan {code:<14} {what:<40} refused: {error}"),
+        match devices.emulators.scanner.as_mut() {
+            // Through the scanner: bytes on its serial line, the driver, then the cart.
+            Some(scanner) => {
+                scanner.scan(code)?;
+                match client.next_cart_event().await? {
+                    Ok(total) => println!("scan {code:<14} {what:<40} total {total}"),
+                    Err(reason) => println!("scan {code:<14} {what:<40} refused: {reason}"),
+                }
+            }
+            None => match client.call(json!({"type": "scan", "code": code})).await {
+                Ok(cart) => println!(
+                    "scan {code:<14} {what:<40} total {}",
+                    cart["total"].as_str().unwrap_or("?")
+                ),
+                Err(error) => println!("scan {code:<14} {what:<40} refused: {error}"),
+            },
         }
     }
     client.call(json!({"type": "line_discount", "line": 2, "discount": {"kind": "percent", "value": "10"}})).await?;
@@ -111,6 +142,37 @@ async fn demo(mut config: AgentConfig) -> anyhow::Result<()> {
         tender["completed"],
         tender["journal_seq"]
     );
+
+    if let Some(display) = &devices.emulators.display {
+        // The display shows the thank-you screen once the sale is paid; either way, show it.
+        let screen = display
+            .wait_until(std::time::Duration::from_secs(5), |screen| {
+                screen.lines[1].contains("55.91")
+            })
+            .unwrap_or_else(|last| last);
+        println!(
+            "\nPole display: [{}] [{}]",
+            screen.lines[0], screen.lines[1]
+        );
+    }
+    if let Some(printer) = &devices.emulators.printer {
+        match printer.wait_for_receipt(1, std::time::Duration::from_secs(5)) {
+            Ok(receipt) => {
+                let drawer = printer
+                    .wait_until(std::time::Duration::from_secs(2), |state| {
+                        state.drawer_kicks > 0
+                    })
+                    .is_ok();
+                println!(
+                    "Printer: {} lines printed, QR {:?}, cut {}, cash drawer opened {drawer}",
+                    receipt.lines.len(),
+                    receipt.qr_payloads,
+                    receipt.cut
+                );
+            }
+            Err(_) => println!("Printer: no receipt came out (see the device status above)"),
+        }
+    }
 
     println!("\n== Receipt {receipt_no} ==");
     let receipt = client
@@ -230,6 +292,32 @@ impl Client {
             .await
             .context("cannot reach the lane's local API")?;
         Ok(Client { socket, next_id: 1 })
+    }
+
+    /// Waits for the cart to change (`Ok(total)`) or a scan to be refused (`Err(reason)`).
+    async fn next_cart_event(&mut self) -> anyhow::Result<Result<String, String>> {
+        let wait = async {
+            while let Some(message) = self.socket.next().await {
+                let Message::Text(text) = message? else {
+                    continue;
+                };
+                let value: Value = serde_json::from_str(text.as_str())?;
+                let event = &value["event"];
+                match event["type"].as_str() {
+                    Some("cart_changed") => {
+                        return Ok(Ok(event["total"].as_str().unwrap_or("?").to_string()));
+                    }
+                    Some("scan_rejected") => {
+                        return Ok(Err(event["reason"].as_str().unwrap_or("?").to_string()));
+                    }
+                    _ => {}
+                }
+            }
+            bail!("the lane closed the connection")
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+            .await
+            .context("the scan did not reach the cart within 10 s")?
     }
 
     /// Sends a command and returns the reply's result, or the lane's error message.

@@ -2,6 +2,7 @@
 
 mod agent;
 mod demo;
+mod emulate;
 mod enroll;
 mod init;
 mod journal;
@@ -32,6 +33,11 @@ enum Commands {
     Agent(agent::AgentArgs),
     /// Run a scripted sale end to end and print the receipt and the journal tail.
     Demo(demo::DemoArgs),
+    /// Run one emulated device on a new pseudo-terminal (prints its path first).
+    Emulate {
+        #[command(subcommand)]
+        device: emulate::EmulateCommand,
+    },
     /// The terminal key.
     Key {
         #[command(subcommand)]
@@ -69,5 +75,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::Journal { command } => journal::run(command),
+        Commands::Emulate { device } => emulate::run(&device).map(|()| ExitCode::SUCCESS),
     }
 }
