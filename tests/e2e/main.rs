@@ -3,3 +3,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod crash;
+mod sync;
+mod sync_faults;

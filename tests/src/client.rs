@@ -136,6 +136,33 @@ impl LaneClient {
         }
     }
 
+    /// The next unasked event (`{"event": …}`'s inside); replies are not expected while
+    /// waiting for events and are a protocol violation.
+    pub async fn next_event(&mut self) -> Result<Value, ApiError> {
+        loop {
+            let message = match self.socket.next().await {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => return Err(classify(error)),
+                None => return Err(ApiError::ConnectionLost("the stream ended".into())),
+            };
+            let text = match message {
+                Message::Text(text) => text,
+                Message::Close(frame) => {
+                    return Err(ApiError::ConnectionLost(format!(
+                        "the lane closed the socket: {frame:?}"
+                    )));
+                }
+                _ => continue,
+            };
+            let value: Value = serde_json::from_str(text.as_str())
+                .map_err(|e| ApiError::Protocol(format!("not JSON ({e}): {text}")))?;
+            match value.get("event") {
+                Some(event) => return Ok(event.clone()),
+                None => return Err(ApiError::Protocol(format!("unasked reply: {value}"))),
+            }
+        }
+    }
+
     /// Sends `command` and checks that the result has the reply type `expected_type`.
     pub async fn request_typed(
         &mut self,

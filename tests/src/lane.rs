@@ -67,6 +67,78 @@ impl LaneDir {
         })
     }
 
+    /// `lanepay enroll --gateway URL --token T --data DIR` (which makes the data directory),
+    /// then `lanepay init --demo-catalog` on it, and the local API moved to a free port (enroll
+    /// writes the default 127.0.0.1:7420, which parallel tests would fight over).
+    pub fn enroll(
+        binary: &Path,
+        gateway_url: &str,
+        token: &str,
+        data: &Path,
+    ) -> anyhow::Result<LaneDir> {
+        let output = enroll_command(binary, gateway_url, token, data)?;
+        if !output.status.success() {
+            bail!(
+                "`lanepay enroll` failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let lane = LaneDir::init(binary, data)?;
+        lane.edit_config(|config| {
+            let api = config
+                .entry("local_api")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let api = api.as_table_mut().context("[local_api] is not a table")?;
+            api.insert("listen".into(), toml::Value::String("127.0.0.1:0".into()));
+            Ok(())
+        })?;
+        Ok(lane)
+    }
+
+    /// Points the lane at another gateway address (a fault proxy in front of the gateway).
+    pub fn set_gateway_url(&self, url: &str) -> anyhow::Result<()> {
+        self.edit_config(|config| {
+            let gateway = config
+                .get_mut("gateway")
+                .and_then(toml::Value::as_table_mut)
+                .context("the lane is not enrolled (no [gateway] table)")?;
+            gateway.insert("url".into(), toml::Value::String(url.into()));
+            Ok(())
+        })
+    }
+
+    /// The terminal id in agent.toml.
+    pub fn terminal_id(&self) -> anyhow::Result<String> {
+        let config = self.read_config()?;
+        config
+            .get("terminal")
+            .and_then(|terminal| terminal.get("id"))
+            .and_then(toml::Value::as_str)
+            .map(str::to_string)
+            .context("agent.toml has no [terminal] id")
+    }
+
+    fn read_config(&self) -> anyhow::Result<toml::Table> {
+        let path = self.data.join("agent.toml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        text.parse()
+            .with_context(|| format!("{} is not TOML", path.display()))
+    }
+
+    fn edit_config(
+        &self,
+        edit: impl FnOnce(&mut toml::Table) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let path = self.data.join("agent.toml");
+        let mut config = self.read_config()?;
+        edit(&mut config)?;
+        std::fs::write(&path, toml::to_string(&config)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+
     pub fn data(&self) -> &Path {
         &self.data
     }
@@ -88,6 +160,11 @@ impl LaneDir {
     /// [`LaneDir::log_path`]; the rest of its stdout is drained so it never blocks or breaks
     /// on a full or closed pipe.
     pub async fn start(&self) -> anyhow::Result<RunningAgent> {
+        self.start_with(&[]).await
+    }
+
+    /// [`LaneDir::start`] with extra arguments (e.g. `--clock-offset-ms=600000`).
+    pub async fn start_with(&self, extra: &[&str]) -> anyhow::Result<RunningAgent> {
         let log_path = self.log_path();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -99,6 +176,7 @@ impl LaneDir {
             .arg("agent")
             .arg("--data")
             .arg(&self.data)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -159,6 +237,27 @@ impl LaneDir {
     }
 }
 
+/// Runs `lanepay enroll --gateway URL --token T --data DIR` and returns what it printed.
+pub fn enroll_command(
+    binary: &Path,
+    gateway_url: &str,
+    token: &str,
+    data: &Path,
+) -> anyhow::Result<std::process::Output> {
+    std::process::Command::new(binary)
+        .args([
+            "enroll",
+            "--gateway",
+            gateway_url,
+            "--token",
+            token,
+            "--data",
+        ])
+        .arg(data)
+        .output()
+        .with_context(|| format!("cannot run {} enroll", binary.display()))
+}
+
 /// What `lanepay journal verify` said.
 #[derive(Debug, Clone)]
 pub struct JournalVerification {
@@ -198,6 +297,10 @@ impl RunningAgent {
     pub fn log(&self) -> String {
         read_from(&self.log_path, self.log_offset)
             .unwrap_or_else(|error| format!("(cannot read {}: {error})", self.log_path.display()))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Whether the process already ended, and how.
