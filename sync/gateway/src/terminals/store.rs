@@ -173,26 +173,30 @@ impl TerminalStore {
         connection.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
-        let found: i64 = connection.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let known = MIGRATIONS.len() as i64;
-        if found > known {
-            return Err(TerminalStoreError::TooNew { found, known });
-        }
-        for (index, sql) in MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(found).unwrap_or(0))
-        {
-            connection.execute_batch("BEGIN IMMEDIATE")?;
-            let applied = connection
-                .execute_batch(sql)
-                .and_then(|()| connection.pragma_update(None, "user_version", index as i64 + 1));
-            match applied {
-                Ok(()) => connection.execute_batch("COMMIT")?,
-                Err(error) => {
-                    let _ = connection.execute_batch("ROLLBACK");
-                    return Err(error.into());
-                }
+        // Read the version inside the write lock: two first opens (the server and a CLI
+        // command) must not both run the migrations.
+        connection.execute_batch("BEGIN IMMEDIATE")?;
+        let migrated = (|| {
+            let found: i64 = connection.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let known = MIGRATIONS.len() as i64;
+            if found > known {
+                return Err(TerminalStoreError::TooNew { found, known });
+            }
+            for (index, sql) in MIGRATIONS
+                .iter()
+                .enumerate()
+                .skip(usize::try_from(found).unwrap_or(0))
+            {
+                connection.execute_batch(sql)?;
+                connection.pragma_update(None, "user_version", index as i64 + 1)?;
+            }
+            Ok(())
+        })();
+        match migrated {
+            Ok(()) => connection.execute_batch("COMMIT")?,
+            Err(error) => {
+                let _ = connection.execute_batch("ROLLBACK");
+                return Err(error);
             }
         }
         Ok(TerminalStore {
