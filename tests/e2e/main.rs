@@ -4,4 +4,5 @@
 
 mod crash;
 mod sync;
+mod sync_chaos;
 mod sync_faults;
