@@ -9,8 +9,9 @@ purpose="${1:-run}"
 # To build: a C compiler for the bundled SQLite (rusqlite) and the linker Rust needs anyway;
 # libudev for serialport; CMake and libclang for nfc1-sys, which builds its own libnfc.
 build_packages=(gcc libc6-dev pkg-config libudev-dev cmake libclang1-14 libclang-common-14-dev)
-# To test: Python with venv for schemathesis (the gateway's OpenAPI conformance run).
-test_packages=(python3 python3-venv)
+# To test: Python with venv for schemathesis (the gateway's OpenAPI conformance run), openssl
+# to show the gateway refuses TLS 1.1.
+test_packages=(python3 python3-venv openssl)
 
 case "$purpose" in
   run) wanted=("${build_packages[@]}") ;;

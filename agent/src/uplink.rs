@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use futures_util::{SinkExt, StreamExt};
-use lanepay_sync::client::{ClientError, GatewayClient};
+use lanepay_sync::client::{ClientError, GatewayClient, TlsTrust};
 use lanepay_sync::journal::SignedEntry;
 use lanepay_sync::wire::{IngestResult, WireEntry, WsFrame};
 use rand::Rng;
@@ -31,6 +31,9 @@ pub const REST_BACKLOG_THRESHOLD: u64 = 1_000;
 /// they make "offline" show within five seconds of losing the gateway.
 pub const PING_INTERVAL: Duration = Duration::from_secs(2);
 pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
+/// A batch sent on the live channel whose result has not come back in this long is sent
+/// again (a message lost on the way, either way; re-sending is always safe).
+pub const RESULT_TIMEOUT: Duration = Duration::from_secs(4);
 /// Reconnect backoff: doubling from the first to the cap, with up to 50 % random jitter so a
 /// store's lanes do not reconnect in lockstep after an outage.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(500);
@@ -44,6 +47,9 @@ pub struct UplinkSettings {
     pub terminal_id: String,
     pub gateway_key: VerifyingKey,
     pub db: PathBuf,
+    /// The pinned CA or certificate from `[gateway] ca_file`, loaded once (`None`: the
+    /// system's trust store).
+    pub tls: Option<TlsTrust>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,14 +119,14 @@ pub async fn run(
     Ok(())
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = lanepay_sync::client::WsStream;
 
 /// Opens the live channel; returns the socket and the gateway's clock from the handshake.
 async fn connect(uplink: &Uplink) -> Result<(Socket, Option<i64>), UplinkError> {
     let now = uplink.clock.now_ms();
     let request = uplink.client.ws_request(now)?;
-    let connecting = tokio_tungstenite::connect_async(request);
+    // wss:// with the lane's pinned trust, ws:// only to loopback (checked with the URL).
+    let connecting = uplink.client.connect_ws(request);
     let server_time = |headers: &tokio_tungstenite::tungstenite::http::HeaderMap| {
         headers
             .get(lanepay_sync::auth::header::SERVER_TIME)
@@ -185,6 +191,7 @@ impl Uplink {
             &settings.terminal_id,
             key,
             settings.gateway_key,
+            settings.tls.clone(),
         )?;
         let conn = store::open(&settings.db, Durability::Full)?;
         Ok(Uplink {
@@ -294,7 +301,12 @@ impl Uplink {
         let mut idle = tokio::time::interval(IDLE_POLL);
         let mut last_heard = tokio::time::Instant::now();
         let mut in_flight = false;
+        let mut sent_at = tokio::time::Instant::now();
         loop {
+            if in_flight && sent_at.elapsed() > RESULT_TIMEOUT {
+                tracing::info!("no result for the last batch; sending it again");
+                in_flight = false;
+            }
             if !in_flight {
                 if self.status.backlog > REST_BACKLOG_THRESHOLD {
                     self.drain_rest().await?;
@@ -311,6 +323,7 @@ impl Uplink {
                         .await
                         .map_err(|e| UplinkError::Channel(e.to_string()))?;
                     in_flight = true;
+                    sent_at = tokio::time::Instant::now();
                 }
             }
             tokio::select! {

@@ -29,6 +29,19 @@ pub struct EnrollArgs {
 
 pub fn run(args: &EnrollArgs) -> anyhow::Result<()> {
     lanepay_sync::client::check_url(&args.gateway)?;
+    // The path is stored in the configuration as given, resolved against the configuration
+    // file's directory when read: store it absolute so it means the same file later.
+    let ca_file = match &args.ca_file {
+        Some(path) => Some(
+            std::path::absolute(path)
+                .with_context(|| format!("cannot resolve the CA file path {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let tls = ca_file
+        .as_deref()
+        .map(lanepay_sync::client::TlsTrust::pinned)
+        .transpose()?;
     let config_path = init::run(&InitArgs {
         data: args.data.clone(),
         terminal_id: "T0000".into(),
@@ -54,6 +67,7 @@ pub fn run(args: &EnrollArgs) -> anyhow::Result<()> {
             &args.token,
             &key,
             args.name.clone(),
+            tls,
         ))
         .context("enrollment failed")?;
     config.terminal.id = enrolled.terminal_id.clone();
@@ -64,7 +78,7 @@ pub fn run(args: &EnrollArgs) -> anyhow::Result<()> {
     }
     config.gateway = Some(GatewayConfig {
         url: args.gateway.clone(),
-        ca_file: args.ca_file.clone(),
+        ca_file,
     });
     config.validate(&config_path)?;
     replace_file(&config_path, &config.to_toml_string()?)?;

@@ -28,6 +28,7 @@ pub mod service;
 pub mod signing;
 pub mod store;
 pub mod terminals;
+pub mod tls;
 pub mod workers;
 
 use std::future::Future;
@@ -47,6 +48,35 @@ pub async fn run(
     gateway: Arc<Gateway>,
     manual_clock: Option<Arc<ManualClock>>,
 ) -> Result<(), error::GatewayError> {
+    // Small request/response frames: no Nagle delay on the live channel.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    run_on(listener, shutdown, gateway, manual_clock).await
+}
+
+/// [`run`] over HTTPS and WSS: TLS with `tls` (see [`tls::server_config`]) on `listener`.
+pub async fn run_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    gateway: Arc<Gateway>,
+    manual_clock: Option<Arc<ManualClock>>,
+) -> Result<(), error::GatewayError> {
+    let listener = tls::TlsListener::new(listener, tls).map_err(error::GatewayError::Io)?;
+    run_on(listener, shutdown, gateway, manual_clock).await
+}
+
+async fn run_on<L>(
+    listener: L,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    gateway: Arc<Gateway>,
+    manual_clock: Option<Arc<ManualClock>>,
+) -> Result<(), error::GatewayError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let (stop_workers, worker_shutdown) = tokio::sync::watch::channel(false);
     let client = reqwest::Client::builder()
         .timeout(workers::NOTIFY_HTTP_TIMEOUT)
@@ -84,10 +114,6 @@ pub async fn run(
     };
     let router = http::router(http::AppState::new(gateway, manual_clock))
         .merge(terminals::http::router(terminal_state));
-    // Small request/response frames: no Nagle delay on the live channel.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;

@@ -1,5 +1,6 @@
 //! The `lanepay-gateway` binary: a thin clap CLI over the library. `serve` binds, prints the
-//! address as the first line of stdout and runs until SIGTERM or ctrl-c; `merchant add`
+//! address as the first line of stdout (the same with `--tls-cert/--tls-key`, which serve HTTPS
+//! and WSS) and runs until SIGTERM or ctrl-c; `merchant add`
 //! registers a merchant and prints its secret (or the gateway's public key) as the last line.
 
 use std::io::{IsTerminal as _, Write as _};
@@ -99,9 +100,17 @@ struct ServeArgs {
     #[arg(long, env = "LANEPAY_GATEWAY_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Base URL payers reach this gateway at (pay_url points at its sandbox wallet page);
-    /// default http://LISTEN-ADDRESS.
+    /// default http://LISTEN-ADDRESS (https:// with --tls-cert).
     #[arg(long)]
     public_url: Option<String>,
+    /// Serve HTTPS and WSS with this PEM certificate chain (leaf first); needs --tls-key.
+    /// TLS 1.2 and 1.3 only, no 0-RTT. Without it the gateway speaks plain HTTP, which lanes
+    /// accept only over loopback.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Test only: run on a manual clock starting at this epoch millisecond, moved through
     /// POST /test/clock/advance.
     #[arg(long, hide = true)]
@@ -325,6 +334,15 @@ async fn serve_async(args: ServeArgs) -> Result<()> {
     if let Some(seed) = args.sandbox_seed {
         sandbox.seed = seed;
     }
+    // Certificate problems show before anything listens.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            lanepay_gateway::tls::server_config(cert, key)
+                .context("cannot serve HTTPS (--tls-cert, --tls-key)")?,
+        ),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -346,7 +364,7 @@ async fn serve_async(args: ServeArgs) -> Result<()> {
         public_base_url: args
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{address}")),
+            .unwrap_or_else(|| format!("{scheme}://{address}")),
     };
     let gateway = tokio::task::spawn_blocking(move || Gateway::open(config, clock))
         .await
@@ -356,8 +374,15 @@ async fn serve_async(args: ServeArgs) -> Result<()> {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{address}")?;
     stdout.flush()?;
-    tracing::info!(%address, data = %args.data.display(), manual_clock = manual_clock.is_some(), "gateway listening");
-    lanepay_gateway::run(listener, shutdown_signal(), Arc::new(gateway), manual_clock).await?;
+    tracing::info!(%address, %scheme, data = %args.data.display(), manual_clock = manual_clock.is_some(), "gateway listening");
+    let gateway = Arc::new(gateway);
+    match tls {
+        Some(tls) => {
+            lanepay_gateway::run_tls(listener, tls, shutdown_signal(), gateway, manual_clock)
+                .await?;
+        }
+        None => lanepay_gateway::run(listener, shutdown_signal(), gateway, manual_clock).await?,
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }
