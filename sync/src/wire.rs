@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Ack;
+use crate::config::SignedConfig;
 use crate::journal::SignedEntry;
 
 /// The terminal endpoints.
@@ -122,6 +123,67 @@ pub enum WsFrame {
     },
 }
 
+/// Topics of [`WsFrame::Push`].
+pub mod topic {
+    /// Body: `lanepay_sync::payment::PaymentView`.
+    pub const PAYMENT: &str = "payment";
+    /// Body: [`crate::config::SignedConfig`].
+    pub const CONFIG: &str = "config";
+    /// Body: [`super::CatalogVersion`].
+    pub const CATALOG: &str = "catalog";
+    /// Body: [`super::CommandPush`].
+    pub const COMMAND: &str = "command";
+}
+
+/// A push as the lane's uplink hands it on to the rest of the agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushMessage {
+    pub topic: String,
+    pub body: serde_json::Value,
+}
+
+/// Body of a `catalog` push: the store's catalog moved to this version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogVersion {
+    pub version: u64,
+}
+
+/// What HQ can ask a lane to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminalCommand {
+    /// Send the backlog now instead of at the next backoff step.
+    SyncNow,
+    /// Forward stored (offline) card payments.
+    ForwardStored,
+    /// Fetch the store configuration from the gateway.
+    ReloadConfig,
+}
+
+impl TerminalCommand {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TerminalCommand::SyncNow => "sync_now",
+            TerminalCommand::ForwardStored => "forward_stored",
+            TerminalCommand::ReloadConfig => "reload_config",
+        }
+    }
+}
+
+/// Body of a `command` push; `id` lets the lane and HQ name one command in logs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandPush {
+    pub id: String,
+    pub command: TerminalCommand,
+}
+
+/// `POST /v1/hq/terminals/{id}/commands` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    pub command: TerminalCommand,
+}
+
 /// `POST /v1/enroll`: a new terminal registers the public key it generated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +207,9 @@ pub struct EnrollResponse {
     /// Hex of the gateway's ed25519 public keys (the first signs acks and configuration).
     pub gateway_keys: Vec<String>,
     pub server_time_ms: i64,
+    /// The store's current signed configuration (absent from gateways that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<SignedConfig>,
 }
 
 /// The bytes a terminal signs to prove it holds its key at enrollment.

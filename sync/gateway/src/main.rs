@@ -43,6 +43,32 @@ enum Command {
         #[command(subcommand)]
         command: TerminalCommand,
     },
+    /// The signed configuration HQ sets per store (offline limits, payment timings).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Set a new configuration version for a store from a TOML file (fields left out take
+    /// their defaults); a running gateway pushes it to the store's connected lanes.
+    Set {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Print a store's configuration in force (JSON, with the gateway's signature).
+    Show {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        store: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +202,12 @@ fn main() {
         Command::Terminal {
             command: TerminalCommand::Revoke { data, id },
         } => terminal_revoke(&data, &id),
+        Command::Config {
+            command: ConfigCommand::Set { data, store, file },
+        } => config_set(&data, &store, &file),
+        Command::Config {
+            command: ConfigCommand::Show { data, store },
+        } => config_show(&data, &store),
     };
     if let Err(error) = result {
         eprintln!("lanepay-gateway: {error:#}");
@@ -228,6 +260,26 @@ fn token_create(
         "enrollment token for store {store} (merchant {merchant}), valid {valid_days} days, single use:"
     );
     println!("{token}");
+    Ok(())
+}
+
+fn config_set(data: &std::path::Path, store: &str, file: &std::path::Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let input: lanepay_gateway::terminals::service::ConfigInput =
+        toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+    let signed = terminal_service(data)?.set_config(store, &input)?;
+    println!("{}", serde_json::to_string_pretty(&signed)?);
+    println!(
+        "store {store}: configuration version {} set; a running gateway pushes it to the store's connected lanes within a few seconds",
+        signed.config.version
+    );
+    Ok(())
+}
+
+fn config_show(data: &std::path::Path, store: &str) -> Result<()> {
+    let signed = terminal_service(data)?.current_config(store)?;
+    println!("{}", serde_json::to_string_pretty(&signed)?);
     Ok(())
 }
 

@@ -12,15 +12,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use lanepay_sync::auth::{self, RequestAuth};
+use lanepay_sync::config::CONFIG_PATH;
 use lanepay_sync::wire::{
-    ENROLL_PATH, EnrollRequest, JOURNAL_PATH, JournalBatch, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES,
-    WS_PATH, WsFrame,
+    CommandRequest, ENROLL_PATH, EnrollRequest, JOURNAL_PATH, JournalBatch, MAX_BATCH_BYTES,
+    MAX_BATCH_ENTRIES, WS_PATH, WsFrame,
 };
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::service::{TerminalError, TerminalService};
+use super::service::{ConfigInput, TerminalError, TerminalService};
 
 /// An enrollment request is a few hundred bytes.
 const MAX_ENROLL_BYTES: usize = 16 * 1024;
@@ -158,8 +159,22 @@ async fn live(
 }
 
 async fn serve_live(mut socket: WebSocket, service: Arc<TerminalService>, terminal_id: String) {
-    service.set_live(&terminal_id, true);
-    while let Some(Ok(message)) = socket.recv().await {
+    let mut registration = service.register_live(&terminal_id);
+    loop {
+        let message = tokio::select! {
+            message = socket.recv() => message,
+            pushed = registration.frames.recv() => {
+                let Some(frame) = pushed else { break };
+                let Ok(text) = serde_json::to_string(&frame) else { continue };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(Ok(message)) = message else {
+            break;
+        };
         let Message::Text(text) = message else {
             continue;
         };
@@ -186,7 +201,7 @@ async fn serve_live(mut socket: WebSocket, service: Arc<TerminalService>, termin
             break;
         }
     }
-    service.set_live(&terminal_id, false);
+    service.unregister_live(&terminal_id, registration.socket_id);
 }
 
 /// `None` when the caller is HQ; otherwise the refusal to send.
@@ -287,6 +302,120 @@ async fn revoke(
     }
 }
 
+/// `GET /v1/terminal/config`: the terminal's store configuration, signed by the gateway.
+async fn terminal_config(State(state): State<TerminalState>, headers: HeaderMap) -> Response {
+    let auth = match request_auth(&headers) {
+        Ok(auth) => auth,
+        Err(e) => return terminal_error(&e),
+    };
+    let service = state.service.clone();
+    match blocking(move || {
+        let terminal = service.authenticate(&auth, "GET", CONFIG_PATH, b"")?;
+        service.current_config(&terminal.store_id)
+    })
+    .await
+    {
+        Ok(signed) => axum::Json(signed).into_response(),
+        Err(e) => terminal_error(&e),
+    }
+}
+
+/// `GET /v1/hq/stores/{store_id}/config`: the configuration in force.
+async fn show_store_config(
+    State(state): State<TerminalState>,
+    headers: HeaderMap,
+    Path(store_id): Path<String>,
+) -> Response {
+    if let Some(response) = check_admin(&state, &headers) {
+        return response;
+    }
+    let service = state.service.clone();
+    match blocking(move || service.current_config(&store_id)).await {
+        Ok(signed) => axum::Json(signed).into_response(),
+        Err(e) => terminal_error(&e),
+    }
+}
+
+/// `PUT /v1/hq/stores/{store_id}/config`: a new version, signed and pushed to live lanes.
+async fn set_store_config(
+    State(state): State<TerminalState>,
+    headers: HeaderMap,
+    Path(store_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Some(response) = check_admin(&state, &headers) {
+        return response;
+    }
+    let input: ConfigInput = match serde_json::from_slice(&body) {
+        Ok(input) => input,
+        Err(e) => {
+            return error(
+                400,
+                "bad_request",
+                &format!("not a store configuration: {e}"),
+            );
+        }
+    };
+    let service = state.service.clone();
+    match blocking(move || service.set_config(&store_id, &input)).await {
+        Ok(signed) => axum::Json(signed).into_response(),
+        Err(e) => terminal_error(&e),
+    }
+}
+
+/// `POST /v1/hq/terminals/{terminal_id}/commands`: pushes a command to the lane now.
+async fn send_command(
+    State(state): State<TerminalState>,
+    headers: HeaderMap,
+    Path(terminal_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Some(response) = check_admin(&state, &headers) {
+        return response;
+    }
+    let request: CommandRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                400,
+                "bad_request",
+                &format!(
+                    "expected {{\"command\": \"sync_now\" | \"forward_stored\" | \"reload_config\"}}: {e}"
+                ),
+            );
+        }
+    };
+    let service = state.service.clone();
+    let command = request.command;
+    match blocking(move || service.send_command(&terminal_id, command)).await {
+        Ok((id, delivered)) => axum::Json(json!({
+            "id": id,
+            "command": command.as_str(),
+            "delivered": delivered > 0,
+        }))
+        .into_response(),
+        Err(e) => terminal_error(&e),
+    }
+}
+
+/// How often the gateway looks for configuration versions set by another process (the CLI).
+pub const CONFIG_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Pushes configuration versions written by `lanepay-gateway config set` while this gateway
+/// serves. Ends when the service is dropped (the server stopped).
+async fn watch_configs(service: std::sync::Weak<TerminalService>) {
+    let mut tick = tokio::time::interval(CONFIG_WATCH_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        if let Err(e) = blocking(move || service.push_new_configs()).await {
+            tracing::warn!(error = %e, "checking for new store configurations failed");
+        }
+    }
+}
+
 /// Every answer carries the gateway's clock so lanes can measure their skew.
 async fn server_time(State(state): State<TerminalState>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
@@ -299,6 +428,9 @@ async fn server_time(State(state): State<TerminalState>, request: Request, next:
 }
 
 pub fn router(state: TerminalState) -> Router {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(watch_configs(Arc::downgrade(&state.service)));
+    }
     Router::new()
         .route(
             ENROLL_PATH,
@@ -315,6 +447,17 @@ pub fn router(state: TerminalState) -> Router {
             post(create_token).layer(DefaultBodyLimit::max(MAX_ENROLL_BYTES)),
         )
         .route("/v1/hq/terminals/{terminal_id}/revoke", post(revoke))
+        .route(CONFIG_PATH, get(terminal_config))
+        .route(
+            "/v1/hq/stores/{store_id}/config",
+            get(show_store_config)
+                .put(set_store_config)
+                .layer(DefaultBodyLimit::max(MAX_ENROLL_BYTES)),
+        )
+        .route(
+            "/v1/hq/terminals/{terminal_id}/commands",
+            post(send_command).layer(DefaultBodyLimit::max(MAX_ENROLL_BYTES)),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), server_time))
         .with_state(state)
 }

@@ -6,6 +6,7 @@
 //! and the ingestion verdicts come from `lanepay-sync`; `docs/sync.md` is the reference.
 
 pub mod http;
+pub mod keys;
 pub mod service;
 pub mod store;
 

@@ -9,15 +9,23 @@ use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::{SigningKey, Verifier};
 use lanepay_sync::auth::{self, Ack, AuthError, RequestAuth};
+use lanepay_sync::config::{
+    OfflineCardLimits, SignedConfig, TerminalConfig, WalletCodeTimings, sign_config,
+};
 use lanepay_sync::ingest::{ChainHead, Verdict, judge};
 use lanepay_sync::journal::SignedEntry;
 use lanepay_sync::payload::{RefundCompleted, SaleCompleted, kind};
 use lanepay_sync::wire::{
-    EnrollRequest, EnrollResponse, IngestResult, Rejection, WireEntry, enroll_proof_bytes,
+    CommandPush, EnrollRequest, EnrollResponse, IngestResult, Rejection, TerminalCommand,
+    WireEntry, WsFrame, enroll_proof_bytes, topic,
 };
+use tokio::sync::mpsc;
 use sha2::{Digest, Sha256};
 
-use super::store::{self, AlarmRow, LedgerRow, TerminalRow, TerminalStore, TerminalStoreError};
+use super::keys;
+use super::store::{
+    self, AlarmRow, LedgerRow, StoreConfigRow, TerminalRow, TerminalStore, TerminalStoreError,
+};
 use crate::clock::Clock;
 
 /// The gateway's ed25519 key (acks, and later signed configuration), beside the databases.
@@ -29,6 +37,9 @@ pub const MAX_TOKEN_VALID_DAYS: u32 = 90;
 /// Ledger days are Beijing time (UTC+8), the business day of the stores this serves.
 pub const LEDGER_DAY_OFFSET_MS: i64 = 8 * 3_600_000;
 const DAY_MS: i64 = 86_400_000;
+/// Frames waiting for one live socket; a socket that falls this far behind misses pushes
+/// (best effort: the lane also polls on every connect).
+pub const PUSH_QUEUE_LEN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TerminalError {
@@ -52,6 +63,8 @@ pub enum TerminalError {
     Invalid(String),
     #[error("gateway key file {path}: {message}")]
     Key { path: PathBuf, message: String },
+    #[error("configuration version {offered} is not above the store's current version {current}")]
+    StaleConfig { offered: u64, current: u64 },
 }
 
 impl TerminalError {
@@ -66,6 +79,7 @@ impl TerminalError {
             TerminalError::Auth(AuthError::Replay) => 409,
             TerminalError::Auth(_) => 401,
             TerminalError::BadEnrollment(_) | TerminalError::Invalid(_) => 400,
+            TerminalError::StaleConfig { .. } => 409,
         }
     }
 
@@ -81,6 +95,7 @@ impl TerminalError {
             TerminalError::Auth(AuthError::Skew { .. }) => "clock_skew",
             TerminalError::Auth(AuthError::Replay) => "replay",
             TerminalError::Auth(_) => "bad_signature",
+            TerminalError::StaleConfig { .. } => "stale_version",
         }
     }
 }
@@ -111,6 +126,44 @@ pub struct TerminalService {
     clock: Arc<dyn Clock>,
     /// Terminals with a live WebSocket now, and how many sockets each has.
     live: Mutex<HashMap<String, usize>>,
+    /// Where pushes go: each live socket's queue, by terminal.
+    sockets: Mutex<HashMap<String, Vec<LiveSocket>>>,
+    next_socket: std::sync::atomic::AtomicU64,
+    /// The X25519 secret lanes seal card data to.
+    card_seal_secret: [u8; 32],
+    /// Per store, the configuration version last pushed (see [`TerminalService::push_new_configs`]).
+    pushed_config: Mutex<HashMap<String, u64>>,
+}
+
+#[derive(Debug)]
+struct LiveSocket {
+    id: u64,
+    frames: mpsc::Sender<WsFrame>,
+}
+
+/// One live socket's registration: frames pushed to its terminal arrive on `frames`.
+#[derive(Debug)]
+pub struct LiveRegistration {
+    pub socket_id: u64,
+    pub frames: mpsc::Receiver<WsFrame>,
+}
+
+/// What HQ writes to set a store's configuration (`config set --file`, `PUT
+/// /v1/hq/stores/{id}/config`). A field left out takes its default; `version` left out is the
+/// store's current version plus one. The gateway adds the store, the time and its card-seal key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigInput {
+    #[serde(default)]
+    pub version: Option<u64>,
+    #[serde(default)]
+    pub offline_card: OfflineCardLimits,
+    #[serde(default)]
+    pub wallet_code: WalletCodeTimings,
+    #[serde(default)]
+    pub dynamic_qr_timeout_ms: Option<i64>,
+    #[serde(default)]
+    pub offline_qr_validity_ms: Option<i64>,
 }
 
 fn token_hash(token: &str) -> String {
@@ -178,11 +231,17 @@ impl TerminalService {
     pub fn open(data_dir: &Path, clock: Arc<dyn Clock>) -> Result<TerminalService, TerminalError> {
         let store = TerminalStore::open(&data_dir.join(TERMINAL_DB_FILE))?;
         let key = load_or_create_key(data_dir)?;
+        let card_seal_secret = keys::load_or_create_card_seal_secret(data_dir)?;
+        let pushed_config = store.with(store::current_config_versions)?;
         Ok(TerminalService {
             store,
             key,
             clock,
             live: Mutex::new(HashMap::new()),
+            sockets: Mutex::new(HashMap::new()),
+            next_socket: std::sync::atomic::AtomicU64::new(1),
+            card_seal_secret,
+            pushed_config: Mutex::new(pushed_config),
         })
     }
 
@@ -284,12 +343,17 @@ impl TerminalService {
                 TerminalError::BadEnrollment("this public key is already enrolled".into())
             })?;
             tx.commit()?;
+            Ok((terminal_id, store_id, merchant_id))
+        })
+        .and_then(|(terminal_id, store_id, merchant_id)| {
+            let config = self.current_config(&store_id)?;
             Ok(EnrollResponse {
                 terminal_id,
                 store_id,
                 merchant_id,
                 gateway_keys: vec![self.public_key_hex()],
                 server_time_ms: now,
+                config: Some(config),
             })
         })
     }
@@ -468,6 +532,240 @@ impl TerminalService {
         }
     }
 
+    /// The hex X25519 public key lanes seal card data to (it travels in the signed config).
+    pub fn card_seal_public_hex(&self) -> String {
+        keys::card_seal_public_hex(&self.card_seal_secret)
+    }
+
+    /// The X25519 secret that opens sealed card data.
+    pub fn card_seal_secret(&self) -> &[u8; 32] {
+        &self.card_seal_secret
+    }
+
+    /// The store's configuration in force, signed. A store HQ never configured gets version 1
+    /// with every default (created and kept on first ask, so every lane sees the same one).
+    pub fn current_config(&self, store_id: &str) -> Result<SignedConfig, TerminalError> {
+        let now = self.clock.now_ms();
+        self.store.with(|connection| {
+            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let row = match store::current_config(&tx, store_id)? {
+                Some(row) => row,
+                None => {
+                    let config = TerminalConfig::with_defaults(
+                        1,
+                        now,
+                        store_id,
+                        &self.card_seal_public_hex(),
+                    );
+                    let row = self.signed_row(&config, now)?;
+                    store::insert_config(&tx, &row)?;
+                    // Handed out with the enrollment or the GET that asked: nothing to push.
+                    self.pushed_config
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry(store_id.to_string())
+                        .or_insert(1);
+                    row
+                }
+            };
+            tx.commit()?;
+            signed_from_row(&row)
+        })
+    }
+
+    /// Sets a new configuration version for a store and pushes it to the store's live lanes.
+    pub fn set_config(
+        &self,
+        store_id: &str,
+        input: &ConfigInput,
+    ) -> Result<SignedConfig, TerminalError> {
+        check_id(store_id, "store id")?;
+        let now = self.clock.now_ms();
+        let signed = self.store.with(|connection| {
+            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let current = store::current_config(&tx, store_id)?.map_or(0, |row| row.version);
+            let version = input.version.unwrap_or(current + 1);
+            if version <= current {
+                return Err(TerminalError::StaleConfig {
+                    offered: version,
+                    current,
+                });
+            }
+            let config = TerminalConfig {
+                version,
+                issued_at_ms: now,
+                store_id: store_id.to_string(),
+                offline_card: input.offline_card.clone(),
+                wallet_code: input.wallet_code.clone(),
+                dynamic_qr_timeout_ms: input
+                    .dynamic_qr_timeout_ms
+                    .unwrap_or(lanepay_sync::config::DEFAULT_DYNAMIC_QR_TIMEOUT_MS),
+                offline_qr_validity_ms: input
+                    .offline_qr_validity_ms
+                    .unwrap_or(lanepay_sync::config::DEFAULT_OFFLINE_QR_VALIDITY_MS),
+                card_seal_public_key: self.card_seal_public_hex(),
+            };
+            config
+                .validate()
+                .map_err(|e| TerminalError::Invalid(e.to_string()))?;
+            let row = self.signed_row(&config, now)?;
+            store::insert_config(&tx, &row)?;
+            tx.commit()?;
+            signed_from_row(&row)
+        })?;
+        tracing::info!(store = store_id, version = signed.config.version, "store configuration set");
+        self.push_config(&signed)?;
+        Ok(signed)
+    }
+
+    fn signed_row(
+        &self,
+        config: &TerminalConfig,
+        now_ms: i64,
+    ) -> Result<StoreConfigRow, TerminalError> {
+        let signed = sign_config(config, &self.key);
+        let config_json = serde_json::to_string(&signed.config)
+            .map_err(|e| TerminalError::Invalid(format!("configuration: {e}")))?;
+        Ok(StoreConfigRow {
+            store_id: config.store_id.clone(),
+            version: config.version,
+            config_json,
+            signature: signed.signature,
+            created_at_ms: now_ms,
+        })
+    }
+
+    /// Pushes a store's configuration to its live lanes and remembers it was pushed.
+    fn push_config(&self, signed: &SignedConfig) -> Result<usize, TerminalError> {
+        let store_id = &signed.config.store_id;
+        let body = serde_json::to_value(signed)
+            .map_err(|e| TerminalError::Invalid(format!("configuration: {e}")))?;
+        let terminals = self.store.with(|c| store::store_terminal_ids(c, store_id))?;
+        let delivered = terminals
+            .iter()
+            .map(|terminal_id| self.push(terminal_id, topic::CONFIG, body.clone()))
+            .sum();
+        let mut pushed = self
+            .pushed_config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let last = pushed.entry(store_id.clone()).or_insert(0);
+        *last = (*last).max(signed.config.version);
+        tracing::info!(store = %store_id, version = signed.config.version, delivered, "configuration pushed");
+        Ok(delivered)
+    }
+
+    /// Pushes every store configuration newer than the last one pushed: versions set by the
+    /// CLI (another process) reach live lanes this way. Returns how many stores moved.
+    pub fn push_new_configs(&self) -> Result<usize, TerminalError> {
+        let versions = self.store.with(store::current_config_versions)?;
+        let fresh: Vec<String> = {
+            let pushed = self
+                .pushed_config
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            versions
+                .into_iter()
+                .filter(|(store_id, version)| pushed.get(store_id).is_none_or(|p| p < version))
+                .map(|(store_id, _)| store_id)
+                .collect()
+        };
+        for store_id in &fresh {
+            let signed = self.current_config(store_id)?;
+            self.push_config(&signed)?;
+        }
+        Ok(fresh.len())
+    }
+
+    /// Sends a command to a terminal's live channel; returns the command's id and how many
+    /// live sockets took it (0: the terminal is not connected now).
+    pub fn send_command(
+        &self,
+        terminal_id: &str,
+        command: TerminalCommand,
+    ) -> Result<(String, usize), TerminalError> {
+        let terminal = self
+            .store
+            .with(|c| store::terminal(c, terminal_id))?
+            .ok_or_else(|| TerminalError::UnknownTerminal(terminal_id.into()))?;
+        if terminal.revoked {
+            return Err(TerminalError::Revoked(terminal_id.into()));
+        }
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| TerminalError::Invalid(format!("no randomness: {e}")))?;
+        let id = format!("cmd_{}", hex::encode(bytes));
+        let body = serde_json::to_value(CommandPush {
+            id: id.clone(),
+            command,
+        })
+        .map_err(|e| TerminalError::Invalid(e.to_string()))?;
+        let delivered = self.push(terminal_id, topic::COMMAND, body);
+        tracing::info!(terminal = terminal_id, %id, command = command.as_str(), delivered, "command sent");
+        Ok((id, delivered))
+    }
+
+    /// Delivers a push to every live socket of a terminal (best effort: a terminal that is not
+    /// connected, or a socket far behind, misses it). Returns how many sockets took it.
+    pub fn push(&self, terminal_id: &str, topic: &str, body: serde_json::Value) -> usize {
+        let sockets = self
+            .sockets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(list) = sockets.get(terminal_id) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for socket in list {
+            let frame = WsFrame::Push {
+                topic: topic.to_string(),
+                body: body.clone(),
+            };
+            match socket.frames.try_send(frame) {
+                Ok(()) => delivered += 1,
+                Err(error) => {
+                    tracing::warn!(terminal = terminal_id, topic, %error, "push dropped");
+                }
+            }
+        }
+        delivered
+    }
+
+    /// Registers a live socket of a terminal: it counts as online and receives pushes until
+    /// [`TerminalService::unregister_live`].
+    pub fn register_live(&self, terminal_id: &str) -> LiveRegistration {
+        let socket_id = self
+            .next_socket
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (frames_in, frames) = mpsc::channel(PUSH_QUEUE_LEN);
+        self.sockets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(terminal_id.to_string())
+            .or_default()
+            .push(LiveSocket {
+                id: socket_id,
+                frames: frames_in,
+            });
+        self.set_live(terminal_id, true);
+        LiveRegistration { socket_id, frames }
+    }
+
+    pub fn unregister_live(&self, terminal_id: &str, socket_id: u64) {
+        let mut sockets = self
+            .sockets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(list) = sockets.get_mut(terminal_id) {
+            list.retain(|socket| socket.id != socket_id);
+            if list.is_empty() {
+                sockets.remove(terminal_id);
+            }
+        }
+        drop(sockets);
+        self.set_live(terminal_id, false);
+    }
+
     pub fn set_live(&self, terminal_id: &str, connected: bool) {
         let mut live = self
             .live
@@ -545,6 +843,35 @@ impl TerminalService {
                 }
             })
             .collect())
+    }
+}
+
+fn signed_from_row(row: &StoreConfigRow) -> Result<SignedConfig, TerminalError> {
+    let config: TerminalConfig = serde_json::from_str(&row.config_json).map_err(|e| {
+        TerminalError::Store(TerminalStoreError::Damaged(format!(
+            "configuration {} of store {}: {e}",
+            row.version, row.store_id
+        )))
+    })?;
+    Ok(SignedConfig {
+        config,
+        signature: row.signature.clone(),
+    })
+}
+
+/// Store, merchant and terminal ids: 1-32 characters of A-Z a-z 0-9 - _.
+fn check_id(text: &str, what: &str) -> Result<(), TerminalError> {
+    let valid = !text.is_empty()
+        && text.len() <= 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(TerminalError::Invalid(format!(
+            "{what} must be 1-32 characters of A-Z a-z 0-9 - _"
+        )))
     }
 }
 

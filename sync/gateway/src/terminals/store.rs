@@ -76,6 +76,17 @@ CREATE TABLE nonces (
     PRIMARY KEY (terminal_id, nonce)
 ) WITHOUT ROWID;
 CREATE INDEX nonces_by_expiry ON nonces (expires_at_ms);
+", r"
+-- Version 2: HQ's signed configuration per store. Every version is kept (what a lane was
+-- told, and when); the highest version of a store is the one in force.
+CREATE TABLE store_configs (
+    store_id      TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    config        TEXT NOT NULL,
+    signature     TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (store_id, version)
+) WITHOUT ROWID;
 "];
 
 #[derive(Debug, thiserror::Error)]
@@ -490,5 +501,89 @@ pub fn alarms(
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// A store's signed configuration as stored: the config JSON and the gateway's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfigRow {
+    pub store_id: String,
+    pub version: u64,
+    pub config_json: String,
+    pub signature: String,
+    pub created_at_ms: i64,
+}
+
+/// The configuration in force for a store (its highest version).
+pub fn current_config(
+    connection: &Connection,
+    store_id: &str,
+) -> Result<Option<StoreConfigRow>, TerminalStoreError> {
+    Ok(connection
+        .query_row(
+            "SELECT store_id, version, config, signature, created_at_ms FROM store_configs
+             WHERE store_id = ?1 ORDER BY version DESC LIMIT 1",
+            [store_id],
+            |r| {
+                Ok(StoreConfigRow {
+                    store_id: r.get(0)?,
+                    version: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    config_json: r.get(2)?,
+                    signature: r.get(3)?,
+                    created_at_ms: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+pub fn insert_config(
+    connection: &Connection,
+    row: &StoreConfigRow,
+) -> Result<(), TerminalStoreError> {
+    let version = i64::try_from(row.version)
+        .map_err(|_| TerminalStoreError::Damaged("configuration version too large".into()))?;
+    connection.execute(
+        "INSERT INTO store_configs (store_id, version, config, signature, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            row.store_id,
+            version,
+            row.config_json,
+            row.signature,
+            row.created_at_ms
+        ],
+    )?;
+    Ok(())
+}
+
+/// Active terminals of a store (the ones a new configuration is pushed to).
+pub fn store_terminal_ids(
+    connection: &Connection,
+    store_id: &str,
+) -> Result<Vec<String>, TerminalStoreError> {
+    let mut statement = connection.prepare(
+        "SELECT terminal_id FROM terminals WHERE store_id = ?1 AND status = 'active' ORDER BY terminal_id",
+    )?;
+    let rows = statement
+        .query_map([store_id], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(rows)
+}
+
+/// Every configured store with its current configuration version.
+pub fn current_config_versions(
+    connection: &mut Connection,
+) -> Result<std::collections::HashMap<String, u64>, TerminalStoreError> {
+    let mut statement = connection
+        .prepare("SELECT store_id, MAX(version) FROM store_configs GROUP BY store_id")?;
+    let rows = statement
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            ))
+        })?
+        .collect::<Result<std::collections::HashMap<_, _>, _>>()?;
     Ok(rows)
 }
