@@ -12,4 +12,5 @@ pub mod client;
 pub mod ingest;
 pub mod journal;
 pub mod payload;
+pub mod payment;
 pub mod wire;
