@@ -11,6 +11,7 @@
 pub mod barcode;
 pub mod catalog;
 pub mod money;
+pub mod payment;
 pub mod receipt;
 pub mod refund;
 pub mod sale;
