@@ -1,0 +1,135 @@
+//! How fast the cashier screen reacts: from the lane's "cart changed" event (an item was
+//! scanned) to the next frame drawn and rasterised by tiny-skia (the renderer used under
+//! Xvfb), p50/p99 over a 500-line day, with a baseline in the same run (redrawing the same
+//! screen with no event); then the process's resident memory after that day.
+//!
+//! Run: `cargo bench -p lanepay-ui --bench reaction` (release, single-threaded rendering).
+#![allow(clippy::unwrap_used)]
+// Timings, ranks and megabytes for a report; no money here.
+#![allow(clippy::float_arithmetic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iced::Theme;
+use iced_test::Simulator;
+use lanepay_agent::api::{Command, Event, Reply};
+use lanepay_agent::clock::ManualClock;
+use lanepay_ui::app::{CashMessage, Key, Message, SaleMessage, ShiftMessage, SignInMessage};
+use lanepay_ui::testing::Harness;
+use lanepay_ui::view;
+
+/// Sales in the simulated day and items scanned per sale: 500 lines.
+const SALES: usize = 100;
+const ITEMS_PER_SALE: usize = 5;
+/// The demo catalog's per-unit products (distinct lines within a sale).
+const CODES: [&str; 5] = [
+    "6901234567892",
+    "6920000000012",
+    "6930000000011",
+    "6940000000010",
+    "96385074",
+];
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let rank = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[rank]
+}
+
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn settings(with_font: bool) -> iced::Settings {
+    let mut settings = iced::Settings::default();
+    if let Some(font) = lanepay_ui::fonts::load_cjk_font() {
+        if with_font {
+            settings.fonts.push(font.bytes.into());
+        }
+        settings.default_font = iced::Font::with_name(font.family);
+    }
+    settings
+}
+
+/// One frame of the cashier view: layout, draw, rasterise.
+fn frame(h: &Harness) {
+    let mut ui = Simulator::with_size(
+        settings(false),
+        iced::Size::new(1280.0, 800.0),
+        view::cashier(&h.cashier),
+    );
+    let _ = ui.snapshot(&Theme::Light).unwrap();
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_795_000_000_000));
+    let mut h = Harness::new(dir.path(), clock).unwrap();
+    let rss_start = rss_mb();
+    // The font is loaded once into iced's font system.
+    let _ = Simulator::with_size(
+        settings(true),
+        iced::Size::new(100.0, 100.0),
+        iced::widget::text("字").into(),
+    );
+    h.send(Message::SignIn(SignInMessage::CashierId("1001".into())));
+    h.send(Message::SignIn(SignInMessage::Pin("1234".into())));
+    h.send(Message::SignIn(SignInMessage::Submit));
+    h.send(Message::Shift(ShiftMessage::Float("500".into())));
+    h.send(Message::Shift(ShiftMessage::Open));
+
+    let mut reaction = Vec::with_capacity(SALES * ITEMS_PER_SALE);
+    let mut baseline = Vec::with_capacity(SALES * ITEMS_PER_SALE);
+    for _ in 0..SALES {
+        for code in CODES.iter().take(ITEMS_PER_SALE) {
+            // The lane's work is not the screen's: the event is taken from the lane first.
+            let cart = match h
+                .execute(Command::Scan {
+                    code: (*code).into(),
+                })
+                .unwrap()
+            {
+                Reply::Cart(cart) => cart,
+                other => panic!("unexpected {other:?}"),
+            };
+            let started = Instant::now();
+            let _ = h.cashier.update(Message::Lane(Event::CartChanged(cart)));
+            frame(&h);
+            reaction.push(started.elapsed());
+            // Baseline: the same screen drawn again with nothing new.
+            let started = Instant::now();
+            frame(&h);
+            baseline.push(started.elapsed());
+        }
+        h.send(Message::Sale(SaleMessage::Key(Key::F(5))));
+        h.send(Message::Cash(CashMessage::Submit));
+    }
+    let lines = reaction.len();
+    let rss_end = rss_mb();
+    println!("| measure | p50 | p99 | max |");
+    println!("|---|---|---|---|");
+    for (name, samples) in [
+        ("item scanned → frame rasterised", &mut reaction),
+        ("baseline: same frame again, no event", &mut baseline),
+    ] {
+        let max = *samples.iter().max().unwrap();
+        println!(
+            "| {name} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            percentile(samples, 0.50).as_secs_f64() * 1e3,
+            percentile(samples, 0.99).as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3,
+        );
+    }
+    println!(
+        "\n{lines} lines in {SALES} sales; RSS {rss_start:.1} MB at start, {rss_end:.1} MB after the day (target ≤ 250 MB)"
+    );
+    let completed = h.execute(Command::Status).unwrap();
+    println!("lane status after the day: {completed:?}");
+}

@@ -1,0 +1,1022 @@
+//! The cashier screen's state and its `update`: messages in, state changed, effects out.
+//!
+//! `update` does no IO. What it wants done (a lane command, focusing the scan field) comes
+//! back as [`Effect`]s; [`crate::run`] turns them into iced `Task`s that call the lane off the
+//! UI thread, and tests execute them directly. Each screen has its own message enum, wrapped
+//! by the root [`Message`] (halloy's layout).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lanepay_agent::api::{
+    CartView, Command, CommandError, DeviceStatusView, DiscountSpec, Event, PaymentAttemptView,
+    RefundLineSpec, Reply, SaleView, ShiftView, SyncStatusView, TenderView,
+};
+use lanepay_checkout::Money;
+
+use crate::i18n::{Locale, Text};
+
+/// The clock skew past which the status bar warns (receipts and the journal carry lane time).
+pub const CLOCK_SKEW_WARN_MS: i64 = 60_000;
+/// The longest text kept in an input field: a scan code, an amount, a receipt number.
+pub const MAX_INPUT_CHARS: usize = 64;
+/// The prefix of the QR printed on receipts.
+pub const RECEIPT_QR_PREFIX: &str = "LANEPAY-RECEIPT:";
+/// The reason recorded for refunds started from this screen.
+pub const REFUND_REASON: &str = "refund at the lane";
+
+/// Which screen the cashier sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Screen {
+    SignIn { cashier_id: String, pin: String },
+    OpenShift { float: String },
+    Sale,
+    Cash { given: String },
+    Refund(RefundForm),
+    CloseShift { counted: String },
+    Report(ShiftView),
+    Payment(PaymentScreen),
+}
+
+/// Which non-cash tender the payment screen takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayKind {
+    WalletCode,
+    DynamicQr,
+    Card,
+    OfflineQr,
+}
+
+/// A payment in progress: what the lane says about it, and the field (the customer's payment
+/// code, or the scanned offline confirmation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentScreen {
+    pub kind: PayKind,
+    pub attempt: Option<PaymentAttemptView>,
+    pub input: String,
+}
+
+/// Attempt states after which nothing more happens to it.
+pub const FINAL_PAYMENT_STATES: &[&str] =
+    &["paid", "stored", "failed", "reversed", "closed", "declined"];
+
+impl PaymentScreen {
+    fn is_open(&self) -> bool {
+        self.attempt
+            .as_ref()
+            .is_some_and(|a| !FINAL_PAYMENT_STATES.contains(&a.state.as_str()))
+    }
+}
+
+impl Screen {
+    /// A short stable name (state file, tests).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Screen::SignIn { .. } => "sign_in",
+            Screen::OpenShift { .. } => "open_shift",
+            Screen::Sale => "sale",
+            Screen::Cash { .. } => "cash",
+            Screen::Refund(_) => "refund",
+            Screen::CloseShift { .. } => "close_shift",
+            Screen::Report(_) => "report",
+            Screen::Payment(_) => "payment",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefundForm {
+    pub receipt_no: String,
+    pub sale: Option<SaleView>,
+    pub selected: BTreeSet<u32>,
+    pub amount: String,
+}
+
+/// A line for the cashier: what happened or what went wrong, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub text: String,
+    pub is_error: bool,
+}
+
+/// Which command a lane reply answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    SignIn,
+    SignOut,
+    OpenShift,
+    CloseShift,
+    ShiftReport,
+    Scan,
+    EditCart,
+    TenderCash,
+    VoidSale,
+    FindSale,
+    Refund,
+    AddCashier,
+    Payment,
+    CancelPayment,
+}
+
+/// A key the screen reacts to wherever focus is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    F(u8),
+    Escape,
+}
+
+#[derive(Debug, Clone)]
+pub enum SignInMessage {
+    CashierId(String),
+    /// Enter in the cashier id field: on to the PIN.
+    NextField,
+    Pin(String),
+    Submit,
+}
+
+#[derive(Debug, Clone)]
+pub enum ShiftMessage {
+    Float(String),
+    Open,
+    Counted(String),
+    Close,
+    ShowCloseForm,
+    XReport,
+    SignOut,
+    Print,
+}
+
+#[derive(Debug, Clone)]
+pub enum SaleMessage {
+    Input(String),
+    Submit,
+    SelectLine(u32),
+    Key(Key),
+}
+
+#[derive(Debug, Clone)]
+pub enum CashMessage {
+    Given(String),
+    Submit,
+}
+
+#[derive(Debug, Clone)]
+pub enum PaymentMessage {
+    Input(String),
+    Submit,
+    /// The wallet for a dynamic QR: alipay, wechat, unionpay.
+    Wallet(&'static str),
+    Cancel,
+}
+
+#[derive(Debug, Clone)]
+pub enum RefundMessage {
+    ReceiptNo(String),
+    Find,
+    ToggleLine(u32),
+    Amount(String),
+    Submit,
+}
+
+/// Everything that can happen to the cashier screen.
+#[derive(Debug, Clone)]
+pub enum Message {
+    SignIn(SignInMessage),
+    Shift(ShiftMessage),
+    Sale(SaleMessage),
+    Cash(CashMessage),
+    Refund(RefundMessage),
+    Payment(PaymentMessage),
+    /// A key pressed anywhere (F-keys, Esc).
+    Key(Key),
+    /// The language button.
+    ToggleLocale,
+    /// An event the lane pushed.
+    Lane(Event),
+    /// The lane's answer to a command this screen sent.
+    Replied(Request, Result<Reply, CommandError>),
+    /// The wall clock, once a second (countdowns, sync age).
+    Tick(i64),
+    /// The demo's device panel scanned a product.
+    PanelScan(String),
+    /// Nothing to do (a focus task finished).
+    Noop,
+}
+
+/// What `update` asks the outside world to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Lane(Request, Command),
+    FocusScan,
+    /// Focus another field by its id (the PIN after the cashier id).
+    Focus(&'static str),
+    /// The demo's emulated scanner sends this code.
+    EmulatorScan(String),
+    Print(Vec<String>),
+}
+
+/// The cashier screen's whole state.
+#[derive(Debug, Clone)]
+pub struct Cashier {
+    pub locale: Locale,
+    pub screen: Screen,
+    pub terminal_id: String,
+    pub cart: CartView,
+    pub shift: ShiftView,
+    pub sync: SyncStatusView,
+    pub devices: BTreeMap<String, DeviceStatusView>,
+    pub notice: Option<Notice>,
+    /// The sale field: scan codes, and numbers for F2/F3.
+    pub input: String,
+    pub selected_line: Option<u32>,
+    /// Commands sent and not answered yet.
+    pub pending: u32,
+    /// The last completed sale's tender (change and "thank you" on both screens).
+    pub last_sale: Option<TenderView>,
+    pub help_open: bool,
+    pub now_ms: i64,
+    /// The demo has emulated devices (the device panel drives them).
+    pub has_emulated_scanner: bool,
+    /// The QR on screen (dynamic or offline QR), drawn once per text.
+    pub qr: Option<(String, iced::widget::image::Handle)>,
+}
+
+fn empty_cart() -> CartView {
+    CartView {
+        sale_id: String::new(),
+        state: "empty".into(),
+        lines: Vec::new(),
+        gross: "0.00".into(),
+        discount: "0.00".into(),
+        tax: "0.00".into(),
+        total: "0.00".into(),
+        paid: "0.00".into(),
+        remaining: "0.00".into(),
+    }
+}
+
+fn trimmed_input(text: String) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_INPUT_CHARS)
+        .collect()
+}
+
+impl Cashier {
+    pub fn new(terminal_id: &str, locale: Locale, now_ms: i64) -> Cashier {
+        Cashier {
+            locale,
+            screen: Screen::SignIn {
+                cashier_id: String::new(),
+                pin: String::new(),
+            },
+            terminal_id: terminal_id.to_string(),
+            cart: empty_cart(),
+            shift: ShiftView {
+                state: "signed_out".into(),
+                ..ShiftView::default()
+            },
+            sync: SyncStatusView::default(),
+            devices: BTreeMap::new(),
+            notice: None,
+            input: String::new(),
+            selected_line: None,
+            pending: 0,
+            last_sale: None,
+            help_open: false,
+            now_ms,
+            has_emulated_scanner: false,
+            qr: None,
+        }
+    }
+
+    /// What to ask the lane at start: where the cashier and shift stand, and the cart.
+    pub fn boot_effects() -> Vec<Effect> {
+        vec![
+            Effect::Lane(Request::ShiftReport, Command::ShiftReport),
+            Effect::Lane(Request::EditCart, Command::GetCart),
+        ]
+    }
+
+    pub fn t(&self, text: Text) -> &'static str {
+        self.locale.t(text)
+    }
+
+    pub fn money(&self, yuan: &str) -> String {
+        self.locale.money(yuan)
+    }
+
+    fn lane(&mut self, request: Request, command: Command) -> Effect {
+        self.pending += 1;
+        Effect::Lane(request, command)
+    }
+
+    fn info(&mut self, text: impl Into<String>) {
+        self.notice = Some(Notice {
+            text: text.into(),
+            is_error: false,
+        });
+    }
+
+    fn error(&mut self, text: impl Into<String>) {
+        self.notice = Some(Notice {
+            text: text.into(),
+            is_error: true,
+        });
+    }
+
+    /// Change due now for the cash typed so far: `Ok(change)` or `Err(still to pay)`.
+    pub fn cash_change(&self, given: &str) -> Option<Result<Money, Money>> {
+        let given = Money::parse_yuan(given).ok()?;
+        let remaining = Money::parse_yuan(&self.cart.remaining).ok()?;
+        Some(if given >= remaining {
+            Ok(given.saturating_sub(remaining))
+        } else {
+            Err(remaining.saturating_sub(given))
+        })
+    }
+
+    /// Applies one message. Effects run outside; their answers come back as messages.
+    pub fn update(&mut self, message: Message) -> Vec<Effect> {
+        match message {
+            Message::SignIn(message) => self.sign_in(message),
+            Message::Shift(message) => self.shift_message(message),
+            Message::Sale(message) => self.sale(message),
+            Message::Cash(message) => self.cash(message),
+            Message::Refund(message) => self.refund(message),
+            Message::Payment(message) => self.payment(message),
+            Message::Key(key) => self.key(key),
+            Message::ToggleLocale => {
+                self.locale = self.locale.toggled();
+                vec![Effect::FocusScan]
+            }
+            Message::Lane(event) => {
+                self.lane_event(event);
+                Vec::new()
+            }
+            Message::Replied(request, result) => {
+                self.pending = self.pending.saturating_sub(1);
+                self.replied(request, result)
+            }
+            Message::Tick(now_ms) => {
+                self.now_ms = now_ms;
+                Vec::new()
+            }
+            Message::PanelScan(code) => {
+                if self.has_emulated_scanner {
+                    vec![Effect::EmulatorScan(code)]
+                } else {
+                    vec![self.lane(Request::Scan, Command::Scan { code })]
+                }
+            }
+            Message::Noop => Vec::new(),
+        }
+    }
+
+    fn sign_in(&mut self, message: SignInMessage) -> Vec<Effect> {
+        let Screen::SignIn { cashier_id, pin } = &mut self.screen else {
+            return Vec::new();
+        };
+        match message {
+            SignInMessage::CashierId(text) => *cashier_id = trimmed_input(text),
+            SignInMessage::NextField => return vec![Effect::Focus(crate::view::PIN_FIELD)],
+            SignInMessage::Pin(text) => {
+                *pin = trimmed_input(text)
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .collect()
+            }
+            SignInMessage::Submit => {
+                let command = Command::SignIn {
+                    cashier_id: cashier_id.trim().to_string(),
+                    pin: std::mem::take(pin),
+                };
+                return vec![self.lane(Request::SignIn, command)];
+            }
+        }
+        Vec::new()
+    }
+
+    fn shift_message(&mut self, message: ShiftMessage) -> Vec<Effect> {
+        match (message, &mut self.screen) {
+            (ShiftMessage::Float(text), Screen::OpenShift { float }) => {
+                *float = trimmed_input(text);
+                Vec::new()
+            }
+            (ShiftMessage::Open, Screen::OpenShift { float }) => {
+                let command = Command::OpenShift {
+                    float: float.trim().to_string(),
+                };
+                vec![self.lane(Request::OpenShift, command)]
+            }
+            (ShiftMessage::Counted(text), Screen::CloseShift { counted }) => {
+                *counted = trimmed_input(text);
+                Vec::new()
+            }
+            (ShiftMessage::Close, Screen::CloseShift { counted }) => {
+                let command = Command::CloseShift {
+                    counted: counted.trim().to_string(),
+                };
+                vec![self.lane(Request::CloseShift, command)]
+            }
+            (ShiftMessage::ShowCloseForm, Screen::Sale) => {
+                if !self.cart.lines.is_empty() {
+                    self.error(
+                        "finish or void the sale in progress before closing the shift (F12 voids it)",
+                    );
+                    return Vec::new();
+                }
+                self.screen = Screen::CloseShift {
+                    counted: String::new(),
+                };
+                vec![self.lane(Request::ShiftReport, Command::ShiftReport)]
+            }
+            (ShiftMessage::XReport, Screen::Sale) => {
+                self.screen = Screen::Report(self.shift.clone());
+                vec![self.lane(Request::ShiftReport, Command::ShiftReport)]
+            }
+            (ShiftMessage::SignOut, Screen::Sale) => {
+                vec![self.lane(Request::SignOut, Command::SignOut)]
+            }
+            (ShiftMessage::Print, Screen::Report(report)) => {
+                vec![Effect::Print(report.report_lines.clone())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn sale(&mut self, message: SaleMessage) -> Vec<Effect> {
+        if self.screen != Screen::Sale {
+            return Vec::new();
+        }
+        match message {
+            SaleMessage::Input(text) => {
+                self.input = trimmed_input(text);
+                Vec::new()
+            }
+            SaleMessage::Submit => {
+                let code = std::mem::take(&mut self.input);
+                let code = code.trim();
+                if code.is_empty() {
+                    return vec![Effect::FocusScan];
+                }
+                if let Some(receipt_no) = code.strip_prefix(RECEIPT_QR_PREFIX) {
+                    // A receipt scanned at the sale screen means "refund this".
+                    return self.open_refund(receipt_no);
+                }
+                self.last_sale = None;
+                vec![
+                    self.lane(
+                        Request::Scan,
+                        Command::Scan {
+                            code: code.to_string(),
+                        },
+                    ),
+                    Effect::FocusScan,
+                ]
+            }
+            SaleMessage::SelectLine(line) => {
+                self.selected_line = Some(line);
+                vec![Effect::FocusScan]
+            }
+            SaleMessage::Key(key) => self.sale_key(key),
+        }
+    }
+
+    fn target_line(&self) -> Option<u32> {
+        self.selected_line
+            .filter(|line| self.cart.lines.iter().any(|l| l.line == *line))
+            .or_else(|| self.cart.lines.last().map(|l| l.line))
+    }
+
+    fn sale_key(&mut self, key: Key) -> Vec<Effect> {
+        let mut effects = vec![Effect::FocusScan];
+        match key {
+            Key::F(1) => self.help_open = !self.help_open,
+            Key::F(2) | Key::F(3) | Key::F(4) => {
+                let Some(line) = self.target_line() else {
+                    self.error(self.t(Text::NoSale));
+                    return effects;
+                };
+                let value = std::mem::take(&mut self.input).trim().to_string();
+                let command = match key {
+                    Key::F(2) if value.is_empty() => {
+                        self.error("type the quantity first, then press F2");
+                        return effects;
+                    }
+                    Key::F(2) => Command::SetQuantity {
+                        line,
+                        quantity: value,
+                    },
+                    Key::F(3) => Command::LineDiscount {
+                        line,
+                        discount: if value.is_empty() {
+                            None
+                        } else if let Some(percent) = value.strip_suffix('%') {
+                            Some(DiscountSpec::Percent {
+                                value: percent.trim().to_string(),
+                            })
+                        } else {
+                            Some(DiscountSpec::Amount { value })
+                        },
+                    },
+                    _ => Command::RemoveLine { line },
+                };
+                effects.push(self.lane(Request::EditCart, command));
+            }
+            Key::F(5) => {
+                if self.cart.lines.is_empty() {
+                    self.error(self.t(Text::NoSale));
+                } else {
+                    self.screen = Screen::Cash {
+                        given: String::new(),
+                    };
+                }
+            }
+            Key::F(number @ 6..=9) => {
+                if self.cart.lines.is_empty() {
+                    self.error(self.t(Text::NoSale));
+                    return effects;
+                }
+                let kind = match number {
+                    6 => PayKind::WalletCode,
+                    7 => PayKind::DynamicQr,
+                    8 => PayKind::Card,
+                    _ => PayKind::OfflineQr,
+                };
+                self.notice = None;
+                self.screen = Screen::Payment(PaymentScreen {
+                    kind,
+                    attempt: None,
+                    input: String::new(),
+                });
+                match kind {
+                    PayKind::Card => effects.push(self.lane(Request::Payment, Command::PayCard)),
+                    PayKind::OfflineQr => {
+                        effects.push(self.lane(Request::Payment, Command::StartOfflineQr))
+                    }
+                    // The wallet is chosen on the screen; a code is scanned there.
+                    PayKind::DynamicQr | PayKind::WalletCode => {}
+                }
+            }
+            Key::F(10) => {
+                let typed = std::mem::take(&mut self.input);
+                return self.open_refund(typed.trim());
+            }
+            Key::F(12) => {
+                if self.cart.lines.is_empty() {
+                    self.error(self.t(Text::NoSale));
+                } else {
+                    effects.push(self.lane(Request::VoidSale, Command::VoidSale));
+                }
+            }
+            Key::Escape => {
+                self.input.clear();
+                self.help_open = false;
+                self.notice = None;
+            }
+            Key::F(_) => {}
+        }
+        effects
+    }
+
+    fn open_refund(&mut self, receipt_no: &str) -> Vec<Effect> {
+        let receipt_no = receipt_no
+            .strip_prefix(RECEIPT_QR_PREFIX)
+            .unwrap_or(receipt_no)
+            .trim()
+            .to_string();
+        let find = !receipt_no.is_empty();
+        self.screen = Screen::Refund(RefundForm {
+            receipt_no: receipt_no.clone(),
+            ..RefundForm::default()
+        });
+        let mut effects = vec![Effect::FocusScan];
+        if find {
+            effects.push(self.lane(Request::FindSale, Command::FindSale { receipt_no }));
+        }
+        effects
+    }
+
+    fn key(&mut self, key: Key) -> Vec<Effect> {
+        if key == Key::F(11) {
+            self.locale = self.locale.toggled();
+            return vec![Effect::FocusScan];
+        }
+        match (&self.screen, key) {
+            (Screen::Sale, key) => self.sale_key(key),
+            (Screen::Report(report), Key::Escape) if report.closed_at_ms.is_some() => {
+                // After the Z report there is no shift: the next one starts here.
+                self.screen = Screen::OpenShift {
+                    float: String::new(),
+                };
+                vec![Effect::FocusScan]
+            }
+            (Screen::Cash { .. } | Screen::Refund(_) | Screen::Report(_), Key::Escape)
+            | (Screen::CloseShift { .. }, Key::Escape) => {
+                self.screen = Screen::Sale;
+                self.notice = None;
+                vec![Effect::FocusScan]
+            }
+            (Screen::Payment(_), Key::Escape) => self.payment(PaymentMessage::Cancel),
+            (Screen::SignIn { .. } | Screen::OpenShift { .. }, Key::Escape) => {
+                vec![Effect::FocusScan]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn cash(&mut self, message: CashMessage) -> Vec<Effect> {
+        let Screen::Cash { given } = &mut self.screen else {
+            return Vec::new();
+        };
+        match message {
+            CashMessage::Given(text) => {
+                *given = trimmed_input(text);
+                Vec::new()
+            }
+            CashMessage::Submit => {
+                let amount = if given.trim().is_empty() {
+                    // Enter on an empty field: the exact amount.
+                    self.cart.remaining.clone()
+                } else {
+                    given.trim().to_string()
+                };
+                vec![self.lane(Request::TenderCash, Command::TenderCash { amount })]
+            }
+        }
+    }
+
+    fn payment(&mut self, message: PaymentMessage) -> Vec<Effect> {
+        let Screen::Payment(screen) = &mut self.screen else {
+            return Vec::new();
+        };
+        match message {
+            PaymentMessage::Input(text) => {
+                screen.input = trimmed_input(text);
+                Vec::new()
+            }
+            PaymentMessage::Submit => {
+                let text = std::mem::take(&mut screen.input).trim().to_string();
+                let command = match screen.kind {
+                    PayKind::WalletCode if !text.is_empty() => {
+                        Command::PayWalletCode { code: text }
+                    }
+                    PayKind::OfflineQr if !text.is_empty() => {
+                        Command::ScanOfflineConfirmation { text }
+                    }
+                    PayKind::DynamicQr if screen.attempt.is_none() => Command::StartDynamicQr {
+                        wallet: "alipay".into(),
+                    },
+                    _ => return vec![Effect::FocusScan],
+                };
+                vec![self.lane(Request::Payment, command), Effect::FocusScan]
+            }
+            PaymentMessage::Wallet(wallet) => {
+                if screen.is_open() {
+                    return vec![Effect::FocusScan];
+                }
+                let command = Command::StartDynamicQr {
+                    wallet: wallet.to_string(),
+                };
+                vec![self.lane(Request::Payment, command), Effect::FocusScan]
+            }
+            PaymentMessage::Cancel => {
+                if screen.is_open() {
+                    // The lane reverses or closes; the screen follows its events.
+                    vec![self.lane(Request::CancelPayment, Command::CancelPayment)]
+                } else {
+                    self.screen = Screen::Sale;
+                    self.qr = None;
+                    vec![Effect::FocusScan]
+                }
+            }
+        }
+    }
+
+    /// A payment attempt changed (reply or event): show it, and leave the screen once paid.
+    fn payment_changed(&mut self, attempt: PaymentAttemptView) {
+        if let Some(qr_text) = &attempt.qr_text
+            && self.qr.as_ref().is_none_or(|(text, _)| text != qr_text)
+        {
+            self.qr = crate::qr::qr_handle(qr_text).map(|handle| (qr_text.clone(), handle));
+        }
+        let kind = match attempt.method.as_str() {
+            "card" => PayKind::Card,
+            "offline_qr" => PayKind::OfflineQr,
+            _ if attempt.qr_text.is_some() => PayKind::DynamicQr,
+            _ => PayKind::WalletCode,
+        };
+        match attempt.state.as_str() {
+            "paid" | "stored" => {
+                self.qr = None;
+                self.info(format!(
+                    "{} {} — {}",
+                    attempt.method,
+                    self.money(&attempt.amount),
+                    attempt.step
+                ));
+                if matches!(self.screen, Screen::Payment(_)) {
+                    self.screen = Screen::Sale;
+                }
+            }
+            state => {
+                if FINAL_PAYMENT_STATES.contains(&state) {
+                    self.qr = None;
+                    let words = attempt
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| attempt.step.clone());
+                    self.error(format!("{words} — Esc"));
+                }
+                match &mut self.screen {
+                    Screen::Payment(screen) => screen.attempt = Some(attempt),
+                    Screen::Sale | Screen::Cash { .. } => {
+                        // A payment code scanned at the sale screen went straight to the lane.
+                        self.screen = Screen::Payment(PaymentScreen {
+                            kind,
+                            attempt: Some(attempt),
+                            input: String::new(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Seconds left on the payment on screen, from its deadline.
+    pub fn payment_seconds_left(&self) -> Option<i64> {
+        let Screen::Payment(screen) = &self.screen else {
+            return None;
+        };
+        let deadline = screen.attempt.as_ref()?.deadline_ms?;
+        Some(((deadline - self.now_ms).max(0) + 999) / 1_000)
+    }
+
+    fn refund(&mut self, message: RefundMessage) -> Vec<Effect> {
+        let Screen::Refund(form) = &mut self.screen else {
+            return Vec::new();
+        };
+        match message {
+            RefundMessage::ReceiptNo(text) => {
+                form.receipt_no = trimmed_input(text);
+                Vec::new()
+            }
+            RefundMessage::Find => {
+                let receipt_no = form
+                    .receipt_no
+                    .trim()
+                    .strip_prefix(RECEIPT_QR_PREFIX)
+                    .unwrap_or(form.receipt_no.trim())
+                    .to_string();
+                form.receipt_no = receipt_no.clone();
+                vec![self.lane(Request::FindSale, Command::FindSale { receipt_no })]
+            }
+            RefundMessage::ToggleLine(line) => {
+                if !form.selected.remove(&line) {
+                    form.selected.insert(line);
+                }
+                vec![Effect::FocusScan]
+            }
+            RefundMessage::Amount(text) => {
+                form.amount = trimmed_input(text);
+                Vec::new()
+            }
+            RefundMessage::Submit => {
+                let Some(sale) = &form.sale else {
+                    // Enter before a sale was found: find it first.
+                    return self.refund(RefundMessage::Find);
+                };
+                let amount = Some(form.amount.trim().to_string()).filter(|a| !a.is_empty());
+                let lines = if amount.is_some() {
+                    Vec::new()
+                } else {
+                    sale.cart
+                        .lines
+                        .iter()
+                        .filter(|l| form.selected.contains(&l.line))
+                        .map(|l| RefundLineSpec {
+                            line: l.line,
+                            quantity: l.quantity.clone(),
+                        })
+                        .collect()
+                };
+                if amount.is_none() && lines.is_empty() {
+                    self.error("choose the lines to refund (click them) or type an amount");
+                    return Vec::new();
+                }
+                let command = Command::Refund {
+                    receipt_no: sale.receipt_no.clone(),
+                    lines,
+                    amount,
+                    reason: REFUND_REASON.into(),
+                };
+                vec![self.lane(Request::Refund, command)]
+            }
+        }
+    }
+
+    fn lane_event(&mut self, event: Event) {
+        match event {
+            Event::CartChanged(cart) => {
+                if self
+                    .selected_line
+                    .is_some_and(|l| !cart.lines.iter().any(|c| c.line == l))
+                {
+                    self.selected_line = None;
+                }
+                if !cart.lines.is_empty() {
+                    self.last_sale = None;
+                }
+                self.cart = cart;
+            }
+            Event::ScanRejected { code, reason } => {
+                self.error(format!("{} {code}: {reason}", self.t(Text::ScanRejected)));
+            }
+            Event::SaleCompleted(tender) => {
+                self.cart = empty_cart();
+                self.selected_line = None;
+                self.last_sale = Some(tender);
+            }
+            Event::SaleVoided { .. } => {
+                self.cart = empty_cart();
+                self.selected_line = None;
+            }
+            Event::DeviceStatus(device) => {
+                self.devices.insert(device.device.clone(), device);
+            }
+            Event::SyncStatus(sync) => self.sync = sync,
+            Event::PaymentChanged(attempt) => self.payment_changed(attempt),
+            Event::StoredCardDeclined {
+                amount,
+                masked_pan,
+                reason,
+                sale_id,
+                ..
+            } => {
+                self.error(format!(
+                    "stored card {} for {} on sale {sale_id} was declined ({reason}): tell the supervisor",
+                    masked_pan.unwrap_or_default(),
+                    self.money(&amount)
+                ));
+            }
+            Event::JournalChecked {
+                intact: false,
+                detail,
+                ..
+            } => {
+                self.error(format!(
+                    "the lane's journal is damaged ({detail}): stop selling and call support"
+                ));
+            }
+            // Tenders, refunds and journal entries are shown from the command's reply; kinds
+            // added to the lane later are ignored until the screen knows them.
+            _ => {}
+        }
+    }
+
+    fn replied(&mut self, request: Request, result: Result<Reply, CommandError>) -> Vec<Effect> {
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(error) => {
+                // The lane's words are written for the cashier; the code is for programs. A
+                // refused scan was already shown with its code (the ScanRejected event).
+                let shown = self
+                    .notice
+                    .as_ref()
+                    .is_some_and(|n| n.is_error && n.text.ends_with(&error.message));
+                if !shown {
+                    self.error(error.message);
+                }
+                return vec![Effect::FocusScan];
+            }
+        };
+        match (request, reply) {
+            (_, Reply::Shift(shift)) => self.shift_replied(request, shift),
+            (_, Reply::Cart(cart)) => {
+                self.cart = cart;
+                self.notice = None;
+            }
+            (Request::TenderCash, Reply::Tender(tender)) => {
+                if tender.completed {
+                    self.info(format!(
+                        "{} — {} {}",
+                        self.t(Text::SaleDone),
+                        self.t(Text::ChangeDue),
+                        self.money(&tender.change)
+                    ));
+                    self.cart = empty_cart();
+                    self.last_sale = Some(tender);
+                    self.screen = Screen::Sale;
+                } else {
+                    self.cart.remaining = tender.remaining.clone();
+                    self.screen = Screen::Cash {
+                        given: String::new(),
+                    };
+                }
+            }
+            (_, Reply::Payment(attempt)) => self.payment_changed(attempt),
+            (Request::VoidSale, Reply::Voided { .. }) => {
+                self.cart = empty_cart();
+                self.info(self.t(Text::Voided));
+            }
+            (Request::FindSale, Reply::Sale(sale)) => {
+                if let Screen::Refund(form) = &mut self.screen {
+                    form.receipt_no = sale.receipt_no.clone();
+                    form.selected.clear();
+                    form.sale = Some(sale);
+                }
+                self.notice = None;
+            }
+            (Request::Refund, Reply::Refund(refund)) => {
+                let method = refund
+                    .tenders
+                    .iter()
+                    .map(|(method, amount)| format!("{method} {}", self.money(amount)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.info(format!(
+                    "{} {} ({method}) — {}",
+                    self.t(Text::RefundDone),
+                    self.money(&refund.total),
+                    refund.receipt_no
+                ));
+                self.screen = Screen::Sale;
+            }
+            _ => {}
+        }
+        vec![Effect::FocusScan]
+    }
+
+    fn shift_replied(&mut self, request: Request, shift: ShiftView) {
+        self.shift = shift.clone();
+        match (request, shift.state.as_str()) {
+            (Request::ShiftReport, _) if matches!(self.screen, Screen::Report(_)) => {
+                self.screen = Screen::Report(shift);
+            }
+            (Request::ShiftReport, _) if matches!(self.screen, Screen::CloseShift { .. }) => {}
+            (Request::CloseShift, "closed") => {
+                self.info(format!(
+                    "{}: {} {}",
+                    self.t(Text::Difference),
+                    self.money(shift.difference.as_deref().unwrap_or("0.00")),
+                    shift.shift_id.clone().unwrap_or_default()
+                ));
+                self.screen = Screen::Report(shift);
+            }
+            (_, "signed_out") => {
+                self.screen = Screen::SignIn {
+                    cashier_id: String::new(),
+                    pin: String::new(),
+                };
+            }
+            (_, "signed_in") => {
+                self.notice = None;
+                self.screen = Screen::OpenShift {
+                    float: String::new(),
+                };
+            }
+            (_, "open") => {
+                if !matches!(self.screen, Screen::Report(_)) {
+                    self.screen = Screen::Sale;
+                }
+                if matches!(request, Request::SignIn | Request::OpenShift) {
+                    self.notice = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The clock skew to warn about, if any.
+    pub fn skew_warning_ms(&self) -> Option<i64> {
+        self.sync
+            .clock_skew_ms
+            .filter(|skew| skew.abs() > CLOCK_SKEW_WARN_MS)
+    }
+
+    /// A plain-text account of what the screen shows (the `--state-file` debug output and
+    /// the end-to-end test read it back).
+    pub fn state_text(&self) -> String {
+        let mut text = format!(
+            "screen={}\nlocale={:?}\ncashier={}\nshift={}\nlines={}\ntotal={}\nremaining={}\n",
+            self.screen.name(),
+            self.locale,
+            self.shift.cashier_id.clone().unwrap_or_default(),
+            self.shift.state,
+            self.cart.lines.len(),
+            self.cart.total,
+            self.cart.remaining,
+        );
+        if let Some(sale) = &self.last_sale {
+            text.push_str(&format!(
+                "last_receipt={}\nlast_change={}\n",
+                sale.receipt_no, sale.change
+            ));
+        }
+        if let Some(notice) = &self.notice {
+            text.push_str(&format!("notice={}\n", notice.text));
+        }
+        text
+    }
+}

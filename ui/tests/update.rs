@@ -1,0 +1,308 @@
+//! `update` per screen: messages in, state out, against a real lane on disk (effects run by
+//! [`lanepay_ui::testing::Harness`]), with the lane's clock injected.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use lanepay_agent::api::Event;
+use lanepay_agent::clock::ManualClock;
+use lanepay_ui::app::{
+    CashMessage, Effect, Key, Message, RefundMessage, SaleMessage, Screen, ShiftMessage,
+    SignInMessage,
+};
+use lanepay_ui::i18n::Locale;
+use lanepay_ui::testing::Harness;
+
+const START_MS: i64 = 1_795_000_000_000;
+
+fn harness(dir: &std::path::Path) -> Harness {
+    Harness::new(dir, Arc::new(ManualClock::new(START_MS))).unwrap()
+}
+
+fn sign_in(h: &mut Harness, pin: &str) {
+    h.send(Message::SignIn(SignInMessage::CashierId("1001".into())));
+    h.send(Message::SignIn(SignInMessage::Pin(pin.into())));
+    h.send(Message::SignIn(SignInMessage::Submit));
+}
+
+fn selling(h: &mut Harness) {
+    sign_in(h, "1234");
+    h.send(Message::Shift(ShiftMessage::Float("200".into())));
+    h.send(Message::Shift(ShiftMessage::Open));
+    assert_eq!(h.cashier.screen, Screen::Sale);
+}
+
+fn scan(h: &mut Harness, code: &str) {
+    h.send(Message::Sale(SaleMessage::Input(code.into())));
+    h.send(Message::Sale(SaleMessage::Submit));
+}
+
+#[test]
+fn sign_in_screen_takes_id_and_pin_and_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    assert_eq!(h.cashier.screen.name(), "sign_in");
+    // Enter in the id field moves on to the PIN.
+    h.send(Message::SignIn(SignInMessage::CashierId("1001".into())));
+    h.send(Message::SignIn(SignInMessage::NextField));
+    assert_eq!(
+        h.other_effects.last(),
+        Some(&Effect::Focus(lanepay_ui::view::PIN_FIELD))
+    );
+    // Letters typed into the PIN field are dropped.
+    h.send(Message::SignIn(SignInMessage::Pin("12ab".into())));
+    match &h.cashier.screen {
+        Screen::SignIn { pin, .. } => assert_eq!(pin, "12"),
+        other => panic!("{other:?}"),
+    }
+    sign_in(&mut h, "9999");
+    assert_eq!(h.cashier.screen.name(), "sign_in");
+    let notice = h.cashier.notice.clone().unwrap();
+    assert!(notice.is_error);
+    assert_eq!(
+        notice.text,
+        "cashier id or PIN is wrong; check them and try again"
+    );
+    // The PIN is not kept on screen after a try.
+    match &h.cashier.screen {
+        Screen::SignIn { pin, .. } => assert!(pin.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    sign_in(&mut h, "1234");
+    assert_eq!(h.cashier.screen.name(), "open_shift");
+    assert_eq!(
+        h.cashier.shift.cashier_name.as_deref(),
+        Some("Wang Fang 王芳")
+    );
+    assert!(h.cashier.notice.is_none());
+}
+
+#[test]
+fn open_shift_screen_refuses_a_bad_float_and_opens_with_a_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    sign_in(&mut h, "1234");
+    h.send(Message::Shift(ShiftMessage::Float("abc".into())));
+    h.send(Message::Shift(ShiftMessage::Open));
+    assert_eq!(h.cashier.screen.name(), "open_shift");
+    assert!(
+        h.cashier
+            .notice
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("opening float")
+    );
+    h.send(Message::Shift(ShiftMessage::Float("200.00".into())));
+    h.send(Message::Shift(ShiftMessage::Open));
+    assert_eq!(h.cashier.screen, Screen::Sale);
+    assert_eq!(h.cashier.shift.opening_float, "200.00");
+    assert_eq!(h.cashier.shift.state, "open");
+}
+
+#[test]
+fn sale_screen_scans_edits_lines_with_f_keys_and_reports_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    selling(&mut h);
+    scan(&mut h, "6901234567892");
+    scan(&mut h, "6930000000011");
+    assert_eq!(h.cashier.cart.lines.len(), 2);
+    assert_eq!(h.cashier.cart.total, "16.40");
+    assert!(
+        h.cashier.input.is_empty(),
+        "the field is cleared after a scan"
+    );
+    // F2: the number typed becomes the quantity of the selected (last) line.
+    h.send(Message::Sale(SaleMessage::Input("3".into())));
+    h.send(Message::Sale(SaleMessage::Key(Key::F(2))));
+    assert_eq!(h.cashier.cart.lines[1].quantity, "3");
+    assert_eq!(h.cashier.cart.total, "42.20");
+    // F3 on line 1 after selecting it: 10 % off the cola.
+    h.send(Message::Sale(SaleMessage::SelectLine(1)));
+    h.send(Message::Sale(SaleMessage::Input("10%".into())));
+    h.send(Message::Key(Key::F(3)));
+    assert_eq!(h.cashier.cart.lines[0].discount, "0.35");
+    assert_eq!(h.cashier.cart.total, "41.85");
+    // F4 voids the selected line.
+    h.send(Message::Key(Key::F(4)));
+    assert_eq!(h.cashier.cart.lines.len(), 1);
+    assert_eq!(h.cashier.cart.total, "38.70");
+    // An unknown code: the cart stays, the cashier reads why.
+    scan(&mut h, "6901234567893");
+    assert_eq!(h.cashier.cart.lines.len(), 1);
+    let notice = h.cashier.notice.clone().unwrap();
+    assert!(notice.is_error);
+    assert!(notice.text.contains("6901234567893"), "{}", notice.text);
+    // F6 opens the wallet-code screen; Esc with nothing started goes back.
+    h.send(Message::Key(Key::F(6)));
+    assert_eq!(h.cashier.screen.name(), "payment");
+    h.send(Message::Key(Key::Escape));
+    assert_eq!(h.cashier.screen, Screen::Sale);
+    // F12 voids the sale.
+    h.send(Message::Key(Key::F(12)));
+    assert!(h.cashier.cart.lines.is_empty());
+    // Every sale-screen message keeps the scan field focused.
+    assert!(h.other_effects.contains(&Effect::FocusScan));
+}
+
+#[test]
+fn cash_screen_shows_change_as_typed_and_completes_the_sale() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    selling(&mut h);
+    scan(&mut h, "6901234567892");
+    scan(&mut h, "6901234567892");
+    scan(&mut h, "6930000000011");
+    h.send(Message::Key(Key::F(5)));
+    assert_eq!(h.cashier.screen.name(), "cash");
+    h.send(Message::Cash(CashMessage::Given("10".into())));
+    assert_eq!(
+        h.cashier.cash_change("10"),
+        Some(Err(lanepay_checkout::Money::from_fen(990)))
+    );
+    h.send(Message::Cash(CashMessage::Given("50".into())));
+    assert_eq!(
+        h.cashier.cash_change("50"),
+        Some(Ok(lanepay_checkout::Money::from_fen(3010)))
+    );
+    // Esc goes back to the sale without paying; F5 returns.
+    h.send(Message::Key(Key::Escape));
+    assert_eq!(h.cashier.screen, Screen::Sale);
+    h.send(Message::Key(Key::F(5)));
+    h.send(Message::Cash(CashMessage::Given("50".into())));
+    h.send(Message::Cash(CashMessage::Submit));
+    assert_eq!(h.cashier.screen, Screen::Sale);
+    let sale = h.cashier.last_sale.clone().unwrap();
+    assert_eq!(sale.change, "30.10");
+    assert_eq!(sale.receipt_no, "T0001-000001");
+    assert!(h.cashier.cart.lines.is_empty());
+    assert!(h.cashier.notice.as_ref().unwrap().text.contains("¥30.10"));
+    // In Chinese the same amount reads "30.10 元".
+    h.send(Message::ToggleLocale);
+    assert_eq!(h.cashier.locale, Locale::ZhCn);
+    assert_eq!(h.cashier.money(&sale.change), "30.10 元");
+}
+
+#[test]
+fn refund_screen_finds_by_receipt_qr_and_refunds_chosen_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    selling(&mut h);
+    scan(&mut h, "6901234567892");
+    scan(&mut h, "6930000000011");
+    h.send(Message::Key(Key::F(5)));
+    h.send(Message::Cash(CashMessage::Submit)); // exact amount
+    assert_eq!(h.cashier.last_sale.as_ref().unwrap().change, "0.00");
+    // A receipt QR scanned at the sale screen opens the refund with the sale found.
+    scan(&mut h, "LANEPAY-RECEIPT:T0001-000001");
+    let Screen::Refund(form) = &h.cashier.screen else {
+        panic!("{:?}", h.cashier.screen)
+    };
+    assert_eq!(form.sale.as_ref().unwrap().refundable, "16.40");
+    // Nothing chosen: the cashier is told what to do.
+    h.send(Message::Refund(RefundMessage::Submit));
+    assert!(
+        h.cashier
+            .notice
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("choose the lines")
+    );
+    h.send(Message::Refund(RefundMessage::ToggleLine(2)));
+    h.send(Message::Refund(RefundMessage::Submit));
+    assert_eq!(h.cashier.screen, Screen::Sale);
+    let notice = h.cashier.notice.clone().unwrap();
+    assert!(!notice.is_error, "{}", notice.text);
+    assert!(notice.text.contains("¥12.90"), "{}", notice.text);
+    // F10 with a receipt number typed; an unknown one says so.
+    h.send(Message::Sale(SaleMessage::Input("T0001-999999".into())));
+    h.send(Message::Key(Key::F(10)));
+    assert!(
+        h.cashier
+            .notice
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("no sale with receipt number")
+    );
+    h.send(Message::Refund(RefundMessage::ReceiptNo(
+        "T0001-000001".into(),
+    )));
+    h.send(Message::Refund(RefundMessage::Find));
+    let Screen::Refund(form) = &h.cashier.screen else {
+        panic!()
+    };
+    assert_eq!(form.sale.as_ref().unwrap().refundable, "3.50");
+    // By amount.
+    h.send(Message::Refund(RefundMessage::Amount("1.00".into())));
+    h.send(Message::Refund(RefundMessage::Submit));
+    assert!(h.cashier.notice.as_ref().unwrap().text.contains("¥1.00"));
+}
+
+#[test]
+fn close_shift_screen_shows_expected_and_the_z_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    selling(&mut h);
+    scan(&mut h, "6930000000011");
+    // A sale in progress blocks closing.
+    h.send(Message::Shift(ShiftMessage::ShowCloseForm));
+    assert_eq!(h.cashier.screen, Screen::Sale);
+    h.send(Message::Key(Key::F(5)));
+    h.send(Message::Cash(CashMessage::Given("20".into())));
+    h.send(Message::Cash(CashMessage::Submit));
+    h.send(Message::Shift(ShiftMessage::XReport));
+    let Screen::Report(x) = &h.cashier.screen else {
+        panic!("{:?}", h.cashier.screen)
+    };
+    assert_eq!(x.expected, "212.90");
+    assert!(x.report_lines[0].starts_with("X REPORT"));
+    h.send(Message::Key(Key::Escape));
+    h.send(Message::Shift(ShiftMessage::ShowCloseForm));
+    assert_eq!(h.cashier.screen.name(), "close_shift");
+    assert_eq!(h.cashier.shift.expected, "212.90");
+    h.send(Message::Shift(ShiftMessage::Counted("213.00".into())));
+    h.send(Message::Shift(ShiftMessage::Close));
+    let Screen::Report(z) = &h.cashier.screen else {
+        panic!("{:?}", h.cashier.screen)
+    };
+    assert_eq!(z.difference.as_deref(), Some("0.10"));
+    assert!(z.report_lines[0].starts_with("Z REPORT"));
+    h.send(Message::Shift(ShiftMessage::Print));
+    assert!(
+        matches!(h.other_effects.last(), Some(Effect::Print(lines)) if lines[0].starts_with("Z REPORT"))
+    );
+    // Esc after the Z report: no open shift, so the next step is opening one.
+    h.send(Message::Key(Key::Escape));
+    assert_eq!(h.cashier.screen.name(), "open_shift");
+}
+
+#[test]
+fn status_bar_state_follows_sync_and_device_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    h.send(Message::Lane(Event::SyncStatus(
+        lanepay_agent::api::SyncStatusView {
+            online: true,
+            backlog: 7,
+            clock_skew_ms: Some(-90_000),
+            ..Default::default()
+        },
+    )));
+    assert!(h.cashier.sync.online);
+    assert_eq!(h.cashier.skew_warning_ms(), Some(-90_000));
+    h.send(Message::Lane(Event::DeviceStatus(
+        lanepay_agent::api::DeviceStatusView {
+            device: "printer".into(),
+            state: "warning".into(),
+            detail: Some("paper out".into()),
+        },
+    )));
+    assert_eq!(h.cashier.devices["printer"].state, "warning");
+    h.send(Message::Tick(START_MS + 5_000));
+    assert_eq!(h.cashier.now_ms, START_MS + 5_000);
+    h.send(Message::Key(Key::F(11)));
+    assert_eq!(h.cashier.locale, Locale::ZhCn);
+}
