@@ -74,10 +74,10 @@ fn main() {
     let mut h = Harness::new(dir.path(), clock).unwrap();
     let rss_start = rss_mb();
     // The font is loaded once into iced's font system.
-    let _ = Simulator::with_size(
+    let _: Simulator<'_, Message> = Simulator::with_size(
         settings(true),
         iced::Size::new(100.0, 100.0),
-        iced::widget::text("字").into(),
+        iced::Element::<'_, Message>::from(iced::widget::text("字")),
     );
     h.send(Message::SignIn(SignInMessage::CashierId("1001".into())));
     h.send(Message::SignIn(SignInMessage::Pin("1234".into())));

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// Safety net for each wait on the app; the waits end as soon as the state file says so.
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
+/// The virtual screen's width in pixels (`-screen 0 1280x900x24`).
+const SCREEN_WIDTH: usize = 1280;
+
 /// The colour of the cashier's "done" notices (`view::OK_GREEN`), in 8-bit RGB.
 const OK_GREEN_RGB: [u8; 3] = [13, 128, 51];
 
@@ -248,10 +251,24 @@ fn a_cash_sale_typed_with_real_x_key_events_is_in_the_journal() {
     // The same screen in Chinese, kept as an artifact to look at.
     xdotool(&display, &["key", "F11"]);
     wait_state(&state_file, "locale=ZhCn");
+    // Wait for the redraw: the frame must change from the English one (the notice stays green).
     let shot_zh = artifacts_dir().join("xvfb-sale-zh.png");
-    let mut zh_green = 0;
+    let english = rgb_pixels(&shot);
     let started = Instant::now();
-    while zh_green < baseline + 200 && started.elapsed() < WAIT_LIMIT {
-        zh_green = green_on_screen(&import, &display, &shot_zh);
+    loop {
+        let zh_green = green_on_screen(&import, &display, &shot_zh);
+        // The function-key rows (the text field's blinking cursor does not count).
+        let keys = SCREEN_WIDTH * 3 * 560..SCREEN_WIDTH * 3 * 720;
+        if rgb_pixels(&shot_zh)[keys.clone()] != english[keys] {
+            assert!(
+                zh_green >= baseline + 200,
+                "the notice is gone after switching language"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT_LIMIT,
+            "the screen never switched to Chinese"
+        );
     }
 }
