@@ -1,23 +1,31 @@
 //! The lane's link to the gateway: drains the journal outbox over the live WebSocket channel,
 //! or in REST batches when the backlog is large or the WebSocket is down, marks entries only
 //! from verified acknowledgements, and says whether the lane is online.
+//!
+//! It also takes the gateway's pushes: a `config` push (and the configuration fetched on every
+//! connect) is verified and applied through [`crate::remote_config`]; `command` pushes
+//! (`sync_now`, `reload_config`) are carried out here; every push is handed on, parsed, to
+//! the subscribers of [`UplinkHandle::pushes`] (payment results are the payments runtime's).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use lanepay_sync::client::{ClientError, GatewayClient, TlsTrust};
+use lanepay_sync::config::SignedConfig;
 use lanepay_sync::journal::SignedEntry;
-use lanepay_sync::wire::{IngestResult, WireEntry, WsFrame};
+use lanepay_sync::wire::TerminalCommand;
+use lanepay_sync::wire::{CommandPush, IngestResult, PushMessage, WireEntry, WsFrame, topic};
 use rand::Rng;
 use rusqlite::Connection;
-use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::{broadcast, watch};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::api::{Event, SyncStatusView};
 use crate::clock::Clock;
+use crate::remote_config::{self, ApplyError, LaneIdentity};
 use crate::service::LaneHandle;
 use crate::store::{self, Durability, journal};
 
@@ -40,11 +48,18 @@ pub const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// How often the lane re-checks its outbox when nothing else happens.
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Pushes kept for slow subscribers of [`UplinkHandle::pushes`] before they miss some.
+pub const PUSH_BUFFER_LEN: usize = 256;
+/// Fetching the configuration on connect or on command: bounded, so a slow gateway does not
+/// hold up the live channel's heartbeat.
+pub const CONFIG_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct UplinkSettings {
     pub base_url: String,
     pub terminal_id: String,
+    /// The store this lane enrolled in: configurations for any other store are refused.
+    pub store_id: String,
     pub gateway_key: VerifyingKey,
     pub db: PathBuf,
     /// The pinned CA or certificate from `[gateway] ca_file`, loaded once (`None`: the
@@ -64,6 +79,8 @@ enum UplinkError {
     Channel(String),
     #[error("the gateway refused entry {seq}: {reason}")]
     Rejected { seq: u64, reason: String },
+    #[error("no frame from the gateway for {} s", LIVENESS_TIMEOUT.as_secs())]
+    Silent,
 }
 
 /// The uplink's working state.
@@ -75,17 +92,74 @@ struct Uplink {
     clock: Arc<dyn Clock>,
     lane: LaneHandle,
     status: SyncStatusView,
+    /// Signs the `config_applied` entries this uplink journals.
+    key: SigningKey,
+    store_id: String,
+    pushes: broadcast::Sender<PushMessage>,
 }
 
-/// Runs until `shutdown` turns true.
+/// A running uplink: its task and the pushes it receives.
+#[derive(Debug)]
+pub struct UplinkHandle {
+    pushes: broadcast::Sender<PushMessage>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl UplinkHandle {
+    /// Every push the gateway sends from now on, parsed (topics in `lanepay_sync::wire::topic`).
+    pub fn pushes(&self) -> broadcast::Receiver<PushMessage> {
+        self.pushes.subscribe()
+    }
+
+    /// Waits for the uplink to stop (after `shutdown` turned true).
+    pub async fn join(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+}
+
+/// Starts the uplink on the current runtime; it runs until `shutdown` turns true.
+pub fn spawn(
+    settings: UplinkSettings,
+    key: SigningKey,
+    clock: Arc<dyn Clock>,
+    lane: LaneHandle,
+    shutdown: watch::Receiver<bool>,
+) -> UplinkHandle {
+    let (pushes, _) = broadcast::channel(PUSH_BUFFER_LEN);
+    let task = tokio::spawn(run_with_pushes(
+        settings,
+        key,
+        clock,
+        lane,
+        shutdown,
+        pushes.clone(),
+    ));
+    UplinkHandle { pushes, task }
+}
+
+/// Runs until `shutdown` turns true (pushes other than `config` and `command` go nowhere:
+/// use [`spawn`] to receive them).
 pub async fn run(
     settings: UplinkSettings,
     key: SigningKey,
     clock: Arc<dyn Clock>,
     lane: LaneHandle,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut uplink = Uplink::open(&settings, key, clock, lane)?;
+    let (pushes, _) = broadcast::channel(PUSH_BUFFER_LEN);
+    run_with_pushes(settings, key, clock, lane, shutdown, pushes).await
+}
+
+/// [`run`], handing every push to `pushes`.
+pub async fn run_with_pushes(
+    settings: UplinkSettings,
+    key: SigningKey,
+    clock: Arc<dyn Clock>,
+    lane: LaneHandle,
+    mut shutdown: watch::Receiver<bool>,
+    pushes: broadcast::Sender<PushMessage>,
+) -> anyhow::Result<()> {
+    let mut uplink = Uplink::open(&settings, key, clock, lane, pushes)?;
     let mut backoff = BACKOFF_FIRST;
     while !*shutdown.borrow() {
         uplink.refresh_backlog();
@@ -95,6 +169,7 @@ pub async fn run(
                 if let Some(server_time_ms) = server_time_ms {
                     uplink.status.clock_skew_ms = Some(server_time_ms - uplink.clock.now_ms());
                 }
+                uplink.reload_config().await;
                 uplink.session(socket, &mut shutdown).await
             }
             Err(error) => {
@@ -127,7 +202,7 @@ async fn connect(uplink: &Uplink) -> Result<(Socket, Option<i64>), UplinkError> 
     let request = uplink.client.ws_request(now)?;
     // wss:// with the lane's pinned trust, ws:// only to loopback (checked with the URL).
     let connecting = uplink.client.connect_ws(request);
-    let server_time = |headers: &tokio_tungstenite::tungstenite::http::HeaderMap| {
+    let server_time = |headers: &tungstenite::http::HeaderMap| {
         headers
             .get(lanepay_sync::auth::header::SERVER_TIME)
             .and_then(|v| v.to_str().ok())
@@ -141,7 +216,7 @@ async fn connect(uplink: &Uplink) -> Result<(Socket, Option<i64>), UplinkError> 
             }
             Ok((socket, server_time))
         }
-        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+        Ok(Err(tungstenite::Error::Http(response))) => {
             // A refusal still tells the gateway's time: a lane with a wrong clock signs on the
             // gateway's clock from the next attempt on.
             if let Some(server_time_ms) = server_time(response.headers()) {
@@ -173,7 +248,8 @@ pub async fn sync_now(
     clock: Arc<dyn Clock>,
     lane: LaneHandle,
 ) -> anyhow::Result<SyncStatusView> {
-    let mut uplink = Uplink::open(settings, key, clock, lane)?;
+    let (pushes, _) = broadcast::channel(1);
+    let mut uplink = Uplink::open(settings, key, clock, lane, pushes)?;
     uplink.drain_rest().await?;
     uplink.refresh_backlog();
     Ok(uplink.status)
@@ -185,11 +261,12 @@ impl Uplink {
         key: SigningKey,
         clock: Arc<dyn Clock>,
         lane: LaneHandle,
+        pushes: broadcast::Sender<PushMessage>,
     ) -> anyhow::Result<Uplink> {
         let client = GatewayClient::new(
             &settings.base_url,
             &settings.terminal_id,
-            key,
+            key.clone(),
             settings.gateway_key,
             settings.tls.clone(),
         )?;
@@ -200,7 +277,107 @@ impl Uplink {
             clock,
             lane,
             status: SyncStatusView::default(),
+            key,
+            store_id: settings.store_id.clone(),
+            pushes,
         })
+    }
+
+    /// Verifies and applies a configuration from the gateway; a refusal is logged and changes
+    /// nothing. True when a new version is now in force.
+    fn apply_config(&self, signed: &SignedConfig) -> bool {
+        let lane = LaneIdentity {
+            key: &self.key,
+            terminal_id: self.client.terminal_id(),
+            store_id: &self.store_id,
+            gateway_key: self.client.gateway_key(),
+        };
+        let now = self.clock.now_ms();
+        let outcome = {
+            let mut conn = self
+                .conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            remote_config::apply(&mut conn, &lane, signed, now)
+        };
+        match outcome {
+            Ok(config) => {
+                tracing::info!(
+                    version = config.version,
+                    issued_at_ms = config.issued_at_ms,
+                    "store configuration applied"
+                );
+                true
+            }
+            Err(ApplyError::Refused(lanepay_sync::config::ConfigError::NotNewer {
+                offered,
+                current,
+            })) if offered == current => {
+                // The usual case on every connect: the lane already has this version.
+                tracing::debug!(version = offered, "store configuration unchanged");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, version = signed.config.version, "store configuration refused; nothing changed");
+                false
+            }
+        }
+    }
+
+    /// Fetches the store's configuration and applies it if it is newer (on every connect, so
+    /// a version set while the lane was offline arrives, and on `reload_config`).
+    async fn reload_config(&self) {
+        let fetched = tokio::time::timeout(
+            CONFIG_FETCH_TIMEOUT,
+            self.client.fetch_config(self.clock.now_ms()),
+        )
+        .await;
+        match fetched {
+            Ok(Ok(signed)) => {
+                self.apply_config(&signed);
+            }
+            Ok(Err(error)) => tracing::info!(%error, "cannot fetch the store configuration"),
+            Err(_) => tracing::info!("fetching the store configuration timed out"),
+        }
+    }
+
+    /// Handles one push: hands it on, then applies a configuration or carries out a command.
+    async fn on_push(&mut self, topic: String, body: serde_json::Value) -> Result<(), UplinkError> {
+        // No subscriber is fine: nothing on this lane wants that topic right now.
+        let _ = self.pushes.send(PushMessage {
+            topic: topic.clone(),
+            body: body.clone(),
+        });
+        match topic.as_str() {
+            topic::CONFIG => match serde_json::from_value::<SignedConfig>(body) {
+                Ok(signed) => {
+                    self.apply_config(&signed);
+                }
+                Err(error) => tracing::warn!(%error, "unreadable configuration push; ignored"),
+            },
+            topic::COMMAND => match serde_json::from_value::<CommandPush>(body) {
+                Ok(push) => {
+                    tracing::info!(id = %push.id, command = push.command.as_str(), "command from HQ");
+                    match push.command {
+                        TerminalCommand::SyncNow => {
+                            self.drain_rest().await?;
+                            self.refresh_backlog();
+                            self.publish();
+                        }
+                        TerminalCommand::ReloadConfig => self.reload_config().await,
+                        // The payments runtime forwards stored cards; it got the push above.
+                        TerminalCommand::ForwardStored => {}
+                    }
+                    self.lane.publish(Event::GatewayCommand {
+                        id: push.id,
+                        command: push.command.as_str().to_string(),
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "unreadable command push; ignored"),
+            },
+            other => tracing::debug!(topic = other, "push handed on"),
+        }
+        Ok(())
     }
 
     fn db<T>(&self, work: impl FnOnce(&Connection) -> T) -> T {
@@ -290,11 +467,18 @@ impl Uplink {
     }
 
     /// One live session: entries go out as they are committed, one batch in flight at a time.
-    async fn session(
+    /// It ends with an error when the socket fails or no frame at all (not even a pong) came
+    /// for [`LIVENESS_TIMEOUT`].
+    async fn session<S>(
         &mut self,
-        mut socket: Socket,
+        mut socket: S,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(), UplinkError> {
+    ) -> Result<(), UplinkError>
+    where
+        S: Stream<Item = Result<Message, tungstenite::Error>>
+            + Sink<Message, Error = tungstenite::Error>
+            + Unpin,
+    {
         self.set_online(true);
         let mut events = self.lane.subscribe();
         let mut ping = tokio::time::interval(PING_INTERVAL);
@@ -336,7 +520,7 @@ impl Uplink {
                                     in_flight = false;
                                     self.apply(&result)?;
                                 }
-                                Ok(WsFrame::Push { topic, .. }) => tracing::debug!(%topic, "push from the gateway"),
+                                Ok(WsFrame::Push { topic, body }) => self.on_push(topic, body).await?,
                                 Ok(WsFrame::Entries { .. }) | Err(_) => {
                                     tracing::warn!("unexpected frame from the gateway; ignored");
                                 }
@@ -355,16 +539,166 @@ impl Uplink {
                     self.refresh_backlog();
                 }
                 _ = ping.tick() => {
-                    if last_heard.elapsed() > LIVENESS_TIMEOUT {
-                        return Err(UplinkError::Channel("no answer from the gateway for 5 s".into()));
-                    }
                     socket.send(Message::Ping(Vec::new().into())).await.map_err(|e| UplinkError::Channel(e.to_string()))?;
                 }
+                // Its own deadline, not a check on the ping tick: "offline" shows exactly
+                // LIVENESS_TIMEOUT after the last frame, never up to a ping interval later.
+                _ = tokio::time::sleep_until(last_heard + LIVENESS_TIMEOUT) => {
+                    return Err(UplinkError::Silent);
+                }
                 _ = shutdown.changed() => {
-                    let _ = socket.close(None).await;
+                    let _ = socket.close().await;
                     return Ok(());
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::lane::{Lane, LaneSettings};
+    use tokio::time::Instant;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    const TERMINAL: &str = "S001-L001";
+
+    /// A lane database with `entries` journal entries of which the first `acknowledged` are
+    /// acknowledged, the lane running on it, and an uplink that has not connected yet.
+    fn lane_with_backlog(
+        dir: &std::path::Path,
+        entries: u64,
+        acknowledged: u64,
+    ) -> (Uplink, LaneHandle) {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let gateway = SigningKey::from_bytes(&[10; 32]);
+        let db = store::db_path(dir);
+        let conn = store::open(&db, Durability::Normal).unwrap();
+        let mut acked_hash = [0; 32];
+        for seq in 1..=entries {
+            let entry =
+                journal::append(&conn, &key, TERMINAL, "note", b"{}".to_vec(), 1_000).unwrap();
+            if seq == acknowledged {
+                acked_hash = entry.hash;
+            }
+        }
+        journal::mark_acknowledged(&conn, acknowledged, acked_hash, 2_000).unwrap();
+        let config = lanepay_config::AgentConfig::new_default(
+            TERMINAL,
+            "S001",
+            "M1001",
+            dir,
+            "test-token-0123456789",
+        )
+        .unwrap();
+        let lane = Lane::open(conn, key.clone(), LaneSettings::from_config(&config)).unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_795_000_000_000));
+        let handle = crate::service::start(lane, clock.clone()).unwrap();
+        let settings = UplinkSettings {
+            base_url: "http://127.0.0.1:9".into(),
+            terminal_id: TERMINAL.into(),
+            store_id: "S001".into(),
+            gateway_key: gateway.verifying_key(),
+            db,
+            tls: None,
+        };
+        let (pushes, _) = broadcast::channel(4);
+        let uplink = Uplink::open(&settings, key, clock, handle.clone(), pushes).unwrap();
+        (uplink, handle)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gateway_that_goes_silent_shows_offline_within_five_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut uplink, lane) = lane_with_backlog(dir.path(), 5, 2);
+        let mut events = lane.subscribe();
+        uplink.refresh_backlog();
+        let (lane_end, gateway_end) = tokio::io::duplex(64 * 1024);
+        let lane_ws = WebSocketStream::from_raw_socket(lane_end, Role::Client, None).await;
+        let mut gateway_ws =
+            WebSocketStream::from_raw_socket(gateway_end, Role::Server, None).await;
+        let started = Instant::now();
+        let lost_at = started + Duration::from_secs(3);
+        // The gateway answers (pongs come from reading) for 3 s, then is blackholed: the
+        // connection stays open but nothing comes back, as behind a dead router.
+        let gateway = tokio::spawn(async move {
+            let mut frames = 0;
+            loop {
+                tokio::select! {
+                    frame = gateway_ws.next() => match frame {
+                        Some(Ok(_)) => frames += 1,
+                        _ => break,
+                    },
+                    _ = tokio::time::sleep_until(lost_at) => break,
+                }
+            }
+            (gateway_ws, frames)
+        });
+        let (_stop, mut shutdown) = watch::channel(false);
+        let outcome = uplink.session(lane_ws, &mut shutdown).await;
+        let offline_at = Instant::now();
+        let error = outcome.unwrap_err();
+        assert!(matches!(error, UplinkError::Silent), "{error}");
+        // What `run` does with a session that ended.
+        uplink.set_offline(&error);
+        let (_kept_open, frames) = gateway.await.unwrap();
+        assert!(
+            frames >= 2,
+            "the lane pinged and sent its backlog ({frames} frames)"
+        );
+        let silent_for = offline_at - lost_at;
+        assert!(
+            silent_for <= LIVENESS_TIMEOUT,
+            "offline {silent_for:?} after the gateway went silent"
+        );
+        assert!(
+            offline_at - started >= LIVENESS_TIMEOUT,
+            "a gateway that answered was not declared dead early"
+        );
+
+        let mut statuses = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let Event::SyncStatus(status) = event {
+                statuses.push(status);
+            }
+        }
+        let first = statuses.first().unwrap();
+        assert!(first.online && first.live);
+        let last = statuses.last().unwrap();
+        assert!(!last.online);
+        assert!(!last.live);
+        assert_eq!(last.backlog, 3);
+        assert_eq!(last.acknowledged_seq, 2);
+        assert_eq!(
+            last.problem.as_deref(),
+            Some("no frame from the gateway for 5 s")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gateway_that_keeps_answering_keeps_the_lane_online() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut uplink, _lane) = lane_with_backlog(dir.path(), 1, 1);
+        let (lane_end, gateway_end) = tokio::io::duplex(64 * 1024);
+        let lane_ws = WebSocketStream::from_raw_socket(lane_end, Role::Client, None).await;
+        let mut gateway_ws =
+            WebSocketStream::from_raw_socket(gateway_end, Role::Server, None).await;
+        tokio::spawn(async move { while let Some(Ok(_)) = gateway_ws.next().await {} });
+        let (stop, mut shutdown) = watch::channel(false);
+        let session = uplink.session(lane_ws, &mut shutdown);
+        let stopper = async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            stop.send(true).unwrap();
+        };
+        let (outcome, ()) = tokio::join!(session, stopper);
+        assert!(
+            outcome.is_ok(),
+            "{:?}",
+            outcome.err().map(|e| e.to_string())
+        );
+        assert!(uplink.status.online);
     }
 }

@@ -37,6 +37,27 @@ pub fn judge(
     key: &VerifyingKey,
     stored_hash: impl Fn(u64) -> Option<[u8; 32]>,
 ) -> Verdict {
+    judge_with(head, entry, terminal_id, key, stored_hash, Signature::Check)
+}
+
+/// Whether [`judge_with`] still has to check the entry's signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signature {
+    Check,
+    /// Already verified with the terminal's key, in a batch
+    /// ([`crate::journal::verify_signatures`]); everything else is still checked.
+    Verified,
+}
+
+/// [`judge`], with the signature possibly checked already.
+pub fn judge_with(
+    head: ChainHead,
+    entry: &SignedEntry,
+    terminal_id: &str,
+    key: &VerifyingKey,
+    stored_hash: impl Fn(u64) -> Option<[u8; 32]>,
+    signature: Signature,
+) -> Verdict {
     if entry.terminal_id != terminal_id {
         return Verdict::Invalid(EntryError::WrongTerminal {
             expected: terminal_id.into(),
@@ -67,7 +88,11 @@ pub fn judge(
     if entry.prev_hash != head.hash {
         return Verdict::Invalid(EntryError::ChainBroken(head.seq));
     }
-    match entry.verify(key) {
+    let checked = match signature {
+        Signature::Check => entry.verify(key),
+        Signature::Verified => entry.verify_contents(),
+    };
+    match checked {
         Ok(()) => Verdict::Accept,
         Err(error) => Verdict::Invalid(error),
     }

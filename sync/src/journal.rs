@@ -149,6 +149,15 @@ impl SignedEntry {
     /// Checks the entry on its own: shape, canonical payload, hash and signature. The chain
     /// (sequence and prev_hash) is [`ChainVerifier`]'s job.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), EntryError> {
+        self.verify_contents()?;
+        let signature = Signature::from_bytes(&self.signature);
+        key.verify(&self.hash, &signature)
+            .map_err(|_| EntryError::BadSignature)
+    }
+
+    /// [`SignedEntry::verify`] without the signature: shape, canonical payload and hash. For
+    /// callers that checked the signature already (a batch, see [`verify_signatures`]).
+    pub fn verify_contents(&self) -> Result<(), EntryError> {
         let draft = self.draft();
         draft.check_shape()?;
         if crate::canonical::check(&self.payload).is_err() {
@@ -157,10 +166,27 @@ impl SignedEntry {
         if entry_hash(&draft) != self.hash {
             return Err(EntryError::HashMismatch);
         }
-        let signature = Signature::from_bytes(&self.signature);
-        key.verify(&self.hash, &signature)
-            .map_err(|_| EntryError::BadSignature)
+        Ok(())
     }
+}
+
+/// Checks the signatures of many entries by one key over their stated hashes in one ed25519
+/// batch verification (about twice as fast per signature as one by one for hundreds). True
+/// when every signature is valid; false says only that at least one is not: check them one by
+/// one to find which. The hashes themselves are [`SignedEntry::verify_contents`]'s to check.
+pub fn verify_signatures<'a>(
+    entries: impl IntoIterator<Item = &'a SignedEntry>,
+    key: &VerifyingKey,
+) -> bool {
+    let (messages, signatures): (Vec<&[u8]>, Vec<Signature>) = entries
+        .into_iter()
+        .map(|e| (&e.hash[..], Signature::from_bytes(&e.signature)))
+        .unzip();
+    if messages.is_empty() {
+        return true;
+    }
+    let keys = vec![*key; messages.len()];
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
 }
 
 /// Walks a terminal's entries in order and checks each one and its link to the last.
@@ -252,6 +278,36 @@ mod tests {
                 entry
             })
             .collect()
+    }
+
+    #[test]
+    fn a_batch_of_signatures_verifies_together_and_one_bad_one_fails_it() {
+        let public = key().verifying_key();
+        let mut entries = chain(50);
+        assert!(verify_signatures(&entries, &public));
+        assert!(verify_signatures(&[], &public));
+        assert!(!verify_signatures(
+            &entries,
+            &SigningKey::from_bytes(&[8u8; 32]).verifying_key()
+        ));
+        // Re-signed by another key: the batch fails, one-by-one names the entry.
+        entries[17] = entries[17]
+            .draft()
+            .sign(&SigningKey::from_bytes(&[8u8; 32]))
+            .unwrap();
+        assert!(!verify_signatures(&entries, &public));
+        let bad: Vec<u64> = entries
+            .iter()
+            .filter(|e| e.verify(&public).is_err())
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(bad, vec![18]);
+        // A changed payload under a valid signature of the stated hash: the batch covers
+        // signatures only, the contents check catches it.
+        let mut entries = chain(3);
+        entries[1].payload = b"{\"n\":99}".to_vec();
+        assert!(verify_signatures(&entries, &public));
+        assert_eq!(entries[1].verify_contents(), Err(EntryError::HashMismatch));
     }
 
     #[test]

@@ -5,4 +5,5 @@
 mod crash;
 mod sync;
 mod sync_chaos;
+mod sync_config;
 mod sync_faults;

@@ -109,3 +109,19 @@ pub fn sale_ids<'a>(
     }
     Ok(ids)
 }
+
+/// The gateway-signed configuration the lane applied (`meta` key `terminal_config`), as JSON
+/// (`{config, signature}`), or None before one was applied.
+pub fn lane_config(db: &Path) -> anyhow::Result<Option<Value>> {
+    use rusqlite::OptionalExtension;
+    let connection = open(db)?;
+    let text: Option<String> = connection
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'terminal_config'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    text.map(|text| serde_json::from_str(&text).context("the stored configuration is not JSON"))
+        .transpose()
+}

@@ -350,6 +350,50 @@ impl Hq {
         .await
     }
 
+    /// `PUT /v1/hq/stores/{store_id}/config` with `body` (limits; fields left out take their
+    /// defaults); returns the status and the signed configuration or the refusal.
+    pub async fn set_store_config(
+        &self,
+        store_id: &str,
+        body: Value,
+    ) -> anyhow::Result<(u16, Value)> {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v1/hq/stores/{store_id}/config"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `GET /v1/hq/stores/{store_id}/config`: the signed configuration in force.
+    pub async fn store_config(&self, store_id: &str) -> anyhow::Result<Value> {
+        let (status, value) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/hq/stores/{store_id}/config"),
+                None,
+            )
+            .await?;
+        if status != 200 {
+            bail!("GET /v1/hq/stores/{store_id}/config answered {status}: {value}");
+        }
+        Ok(value)
+    }
+
+    /// `POST /v1/hq/terminals/{id}/commands` `{command}`: `{id, command, delivered}`.
+    pub async fn send_command(
+        &self,
+        terminal_id: &str,
+        command: &str,
+    ) -> anyhow::Result<(u16, Value)> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/hq/terminals/{terminal_id}/commands"),
+            Some(json!({ "command": command })),
+        )
+        .await
+    }
+
     /// `POST /test/clock/advance` on a gateway started with a manual clock.
     pub async fn advance_clock(&self, by_ms: i64) -> anyhow::Result<()> {
         let (status, value) = self

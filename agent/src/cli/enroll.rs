@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use lanepay_agent::clock::{Clock, SystemClock};
+use lanepay_agent::remote_config;
 use lanepay_agent::store::{self, journal};
 use lanepay_config::{AgentConfig, GatewayConfig};
 
@@ -82,7 +84,7 @@ pub fn run(args: &EnrollArgs) -> anyhow::Result<()> {
     });
     config.validate(&config_path)?;
     replace_file(&config_path, &config.to_toml_string()?)?;
-    let conn = store::open(
+    let mut conn = store::open(
         &store::db_path(&config.storage.data_dir),
         store::Durability::Full,
     )?;
@@ -92,6 +94,7 @@ pub fn run(args: &EnrollArgs) -> anyhow::Result<()> {
         "Enrolled as terminal {} of store {} (merchant {}).",
         enrolled.terminal_id, enrolled.store_id, enrolled.merchant_id
     );
+    apply_initial_config(&mut conn, &key, &enrolled);
     println!(
         "Gateway key: {}",
         enrolled
@@ -101,6 +104,47 @@ pub fn run(args: &EnrollArgs) -> anyhow::Result<()> {
             .unwrap_or("-")
     );
     Ok(())
+}
+
+/// Applies the configuration that came with the enrollment. A refusal (a signature that does
+/// not verify with the gateway key just received) leaves the lane enrolled on the defaults;
+/// the uplink fetches the configuration again on every connect.
+fn apply_initial_config(
+    conn: &mut rusqlite::Connection,
+    key: &ed25519_dalek::SigningKey,
+    enrolled: &lanepay_sync::wire::EnrollResponse,
+) {
+    let Some(signed) = &enrolled.config else {
+        println!("The gateway sent no configuration; the lane uses the default limits.");
+        return;
+    };
+    let Some(gateway_key) = enrolled
+        .gateway_keys
+        .first()
+        .and_then(|k| lanepay_sync::auth::parse_public_key(k))
+    else {
+        println!("The gateway key is malformed; the configuration was not applied.");
+        return;
+    };
+    let lane = remote_config::LaneIdentity {
+        key,
+        terminal_id: &enrolled.terminal_id,
+        store_id: &enrolled.store_id,
+        gateway_key: &gateway_key,
+    };
+    let now_ms = SystemClock.now_ms();
+    match remote_config::apply(conn, &lane, signed, now_ms) {
+        Ok(config) => println!(
+            "Store configuration version {} applied (offline card limit {} fen per payment, {} fen in total).",
+            config.version, config.offline_card.per_payment_fen, config.offline_card.total_fen
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "the configuration sent at enrollment was refused");
+            println!(
+                "The store configuration was refused ({error}); the lane uses the default limits until a valid one arrives."
+            );
+        }
+    }
 }
 
 /// Writes `text` to `path` atomically, readable by the owner only.

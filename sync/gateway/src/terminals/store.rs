@@ -9,7 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 /// How long a writer waits for the lock (the CLI may write while the server runs).
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE tokens (
     token_hash    TEXT PRIMARY KEY,
     store_id      TEXT NOT NULL,
@@ -76,7 +77,8 @@ CREATE TABLE nonces (
     PRIMARY KEY (terminal_id, nonce)
 ) WITHOUT ROWID;
 CREATE INDEX nonces_by_expiry ON nonces (expires_at_ms);
-", r"
+",
+    r"
 -- Version 2: HQ's signed configuration per store. Every version is kept (what a lane was
 -- told, and when); the highest version of a store is the one in force.
 CREATE TABLE store_configs (
@@ -87,7 +89,8 @@ CREATE TABLE store_configs (
     created_at_ms INTEGER NOT NULL,
     PRIMARY KEY (store_id, version)
 ) WITHOUT ROWID;
-"];
+",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TerminalStoreError {
@@ -575,8 +578,8 @@ pub fn store_terminal_ids(
 pub fn current_config_versions(
     connection: &mut Connection,
 ) -> Result<std::collections::HashMap<String, u64>, TerminalStoreError> {
-    let mut statement = connection
-        .prepare("SELECT store_id, MAX(version) FROM store_configs GROUP BY store_id")?;
+    let mut statement =
+        connection.prepare("SELECT store_id, MAX(version) FROM store_configs GROUP BY store_id")?;
     let rows = statement
         .query_map([], |r| {
             Ok((
