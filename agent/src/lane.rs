@@ -25,6 +25,12 @@ use crate::api::{
 use crate::convert;
 use crate::store::{self, StoreError, catalog, journal, sales};
 
+mod payments;
+pub use payments::{
+    CARD_TAP_TIMEOUT_MS, CardRequest, PaymentContext, PaymentSecret, PaymentStep, SealedCardRead,
+    attempt_view, pay_type,
+};
+
 /// Journal entries verified synchronously at start; the rest is checked in the background
 /// so a lane with a million entries still opens in well under two seconds.
 pub const START_VERIFY_TAIL_ENTRIES: u64 = 1_000;
@@ -109,6 +115,14 @@ pub struct Lane {
     settings: LaneSettings,
     current: Option<CurrentSale>,
     next_sale_no: u64,
+    /// How payments reach the gateway and the runtime (set by the runtime when it starts).
+    payment_context: PaymentContext,
+    /// The customer's code or sealed card for an attempt's first request, in memory only.
+    payment_secrets: std::collections::HashMap<String, PaymentSecret>,
+    /// A card payment waiting for the tap.
+    card_request: Option<CardRequest>,
+    /// Numbers card requests, so a cancelled tap's late read is told from a new one.
+    card_requests_made: u64,
 }
 
 impl Lane {
@@ -156,6 +170,10 @@ impl Lane {
             settings,
             current,
             next_sale_no,
+            payment_context: PaymentContext::default(),
+            payment_secrets: std::collections::HashMap::new(),
+            card_request: None,
+            card_requests_made: 0,
         })
     }
 
@@ -185,8 +203,21 @@ impl Lane {
         now_ms: i64,
         events: &mut Vec<Event>,
     ) -> Result<Reply, CommandError> {
+        if command_needs_no_payment_in_progress(&command) {
+            self.refuse_during_payment()?;
+        }
         match command {
             Command::Scan { code } => self.scan(&code, now_ms, events),
+            Command::PayWalletCode { code } => self.pay_wallet_code(&code, now_ms, events),
+            Command::StartDynamicQr { wallet } => self.start_dynamic_qr(&wallet, now_ms, events),
+            Command::PayCard => self.pay_card(now_ms, events),
+            Command::StartOfflineQr => self.start_offline_qr(now_ms, events),
+            Command::ScanOfflineConfirmation { text } => {
+                self.scan_offline_confirmation(&text, now_ms, events)
+            }
+            Command::CancelPayment => self.cancel_payment(now_ms, events),
+            Command::ForwardStoredCards => self.forward_stored_cards(now_ms),
+            Command::Payments { sale_id } => self.payments_view(sale_id),
             Command::SetQuantity { line, quantity } => {
                 let quantity = parse_decimal(&quantity, "quantity")?;
                 self.edit_cart(events, |sale| sale.set_quantity(LineId(line), quantity))
@@ -259,7 +290,49 @@ impl Lane {
                 })
             }
             Command::Status => Ok(Reply::Status(self.status().map_err(storage_error)?)),
+            Command::SignIn { cashier_id, pin } => {
+                crate::shift::sign_in(&self.conn, &cashier_id, &pin, now_ms).map(Reply::Shift)
+            }
+            Command::SignOut => {
+                crate::shift::sign_out(&self.conn, self.current.is_some()).map(Reply::Shift)
+            }
+            Command::OpenShift { float } => {
+                let context = crate::shift::ShiftContext {
+                    key: &self.key,
+                    terminal_id: &self.settings.terminal_id,
+                    sale_in_progress: self.current.is_some(),
+                };
+                crate::shift::open(&mut self.conn, &context, &float, now_ms, events)
+                    .map(Reply::Shift)
+            }
+            Command::CloseShift { counted } => {
+                let context = crate::shift::ShiftContext {
+                    key: &self.key,
+                    terminal_id: &self.settings.terminal_id,
+                    sale_in_progress: self.current.is_some(),
+                };
+                crate::shift::close(&mut self.conn, &context, &counted, now_ms, events)
+                    .map(Reply::Shift)
+            }
+            Command::ShiftReport => crate::shift::report(&self.conn, now_ms).map(Reply::Shift),
+            Command::AddCashier {
+                cashier_id,
+                name,
+                pin,
+            } => crate::shift::add_cashier(&self.conn, &cashier_id, &name, &pin).map(Reply::Shift),
         }
+    }
+
+    /// Refuses changes to the sale while one of its payments is unresolved (the outcome at
+    /// the gateway decides what the sale owes).
+    fn refuse_during_payment(&self) -> Result<(), CommandError> {
+        if self.payment_in_progress().map_err(storage_error)? {
+            return Err(CommandError::new(
+                "not_allowed",
+                "a payment is in progress on this sale: wait for its result or cancel it",
+            ));
+        }
+        Ok(())
     }
 
     pub fn status(&self) -> Result<StatusView, StoreError> {
@@ -323,6 +396,15 @@ impl Lane {
         now_ms: i64,
         events: &mut Vec<Event>,
     ) -> Result<Reply, CommandError> {
+        if code
+            .trim()
+            .starts_with(lanepay_sync::payment::CONFIRMATION_PREFIX)
+        {
+            return self.scan_offline_confirmation(code.trim(), now_ms, events);
+        }
+        if self.current.is_some() && barcode::payment_wallet(code.trim()).is_some() {
+            return self.pay_wallet_code(code.trim(), now_ms, events);
+        }
         let shown = shown_code(code);
         let reject = |events: &mut Vec<Event>, error: CommandError| {
             events.push(Event::ScanRejected {
@@ -415,6 +497,21 @@ impl Lane {
         now_ms: i64,
         events: &mut Vec<Event>,
     ) -> Result<Reply, CommandError> {
+        let planned = self.plan_tender(method, amount, reference, now_ms)?;
+        let entry = self
+            .commit(now_ms, |conn, lane| planned.write(conn, lane, now_ms))
+            .map_err(storage_error)?;
+        Ok(Reply::Tender(self.finish_tender(planned, &entry, events)))
+    }
+
+    /// Applies a tender to a copy of the current sale (nothing is written yet).
+    fn plan_tender(
+        &self,
+        method: TenderMethod,
+        amount: Money,
+        reference: Option<String>,
+        now_ms: i64,
+    ) -> Result<PlannedTender, CommandError> {
         let current = self.current.as_ref().ok_or_else(no_sale)?;
         let mut next = current.clone();
         let tender_id = TenderId(format!(
@@ -428,28 +525,28 @@ impl Lane {
             .map_err(sale_error)?;
         let position = next.sale.tenders().len() - 1;
         let tender = next.sale.tenders()[position].clone();
-        let entry = self
-            .commit(now_ms, |conn, lane| {
-                sales::save_sale(conn, &next.sale, next.sale_no, &next.receipt_no)?;
-                sales::insert_tender(conn, &next.sale.id, position, &tender)?;
-                if outcome.completed {
-                    let payload = convert::sale_completed(
-                        &next.sale,
-                        &next.receipt_no,
-                        lane.store_id,
-                        lane.currency,
-                    );
-                    lane.append(conn, kind::SALE_COMPLETED, &payload, now_ms)
-                } else {
-                    lane.append(
-                        conn,
-                        kind::TENDER_RECORDED,
-                        &convert::tender_recorded(&next.sale, &tender),
-                        now_ms,
-                    )
-                }
-            })
-            .map_err(storage_error)?;
+        Ok(PlannedTender {
+            next,
+            tender,
+            position,
+            outcome,
+            method,
+        })
+    }
+
+    /// After the commit: the sale moves on, and the events say so.
+    fn finish_tender(
+        &mut self,
+        planned: PlannedTender,
+        entry: &SignedEntry,
+        events: &mut Vec<Event>,
+    ) -> TenderView {
+        let PlannedTender {
+            next,
+            outcome,
+            method,
+            ..
+        } = planned;
         let view = TenderView {
             sale_id: next.sale.id.0.clone(),
             receipt_no: next.receipt_no.clone(),
@@ -463,7 +560,7 @@ impl Lane {
         self.current = (!outcome.completed).then_some(next);
         events.push(Event::JournalAppended {
             seq: entry.seq,
-            kind: entry.kind,
+            kind: entry.kind.clone(),
         });
         events.push(if outcome.completed {
             Event::SaleCompleted(view.clone())
@@ -471,7 +568,7 @@ impl Lane {
             Event::TenderRecorded(view.clone())
         });
         events.push(Event::CartChanged(self.cart_view()));
-        Ok(Reply::Tender(view))
+        view
     }
 
     fn void(&mut self, now_ms: i64, events: &mut Vec<Event>) -> Result<Reply, CommandError> {
@@ -521,6 +618,7 @@ impl Lane {
         let entry = self
             .commit(now_ms, |conn, lane| {
                 sales::insert_refund(conn, &stored.sale.id, position, &refund)?;
+                payments::queue_gateway_refunds(conn, &refund, now_ms)?;
                 lane.append(
                     conn,
                     kind::REFUND_COMPLETED,
@@ -544,6 +642,7 @@ impl Lane {
             seq: entry.seq,
             kind: entry.kind,
         });
+        self.payment_context.wake_runtime();
         events.push(Event::RefundCompleted(view.clone()));
         Ok(Reply::Refund(view))
     }
@@ -555,6 +654,14 @@ impl Lane {
         _now_ms: i64,
         write: impl FnOnce(&Connection, &Appender<'_>) -> Result<SignedEntry, StoreError>,
     ) -> Result<SignedEntry, StoreError> {
+        self.commit_with(write)
+    }
+
+    /// [`Lane::commit`] for writes that return anything (several journal entries).
+    fn commit_with<T>(
+        &mut self,
+        write: impl FnOnce(&Connection, &Appender<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let appender = Appender {
             key: &self.key,
             terminal_id: &self.settings.terminal_id,
@@ -568,6 +675,60 @@ impl Lane {
         tx.commit()?;
         Ok(entry)
     }
+}
+
+/// A tender applied to a copy of the current sale, waiting for its commit.
+struct PlannedTender {
+    next: CurrentSale,
+    tender: lanepay_checkout::Tender,
+    position: usize,
+    outcome: lanepay_checkout::TenderOutcome,
+    method: TenderMethod,
+}
+
+impl PlannedTender {
+    /// Writes the sale, the tender and its journal entry (`sale_completed` when it completes
+    /// the sale, else `tender_recorded`) inside the caller's transaction.
+    fn write(
+        &self,
+        conn: &Connection,
+        lane: &Appender<'_>,
+        now_ms: i64,
+    ) -> Result<SignedEntry, StoreError> {
+        let next = &self.next;
+        sales::save_sale(conn, &next.sale, next.sale_no, &next.receipt_no)?;
+        sales::insert_tender(conn, &next.sale.id, self.position, &self.tender)?;
+        if self.outcome.completed {
+            let payload =
+                convert::sale_completed(&next.sale, &next.receipt_no, lane.store_id, lane.currency);
+            lane.append(conn, kind::SALE_COMPLETED, &payload, now_ms)
+        } else {
+            lane.append(
+                conn,
+                kind::TENDER_RECORDED,
+                &convert::tender_recorded(&next.sale, &self.tender),
+                now_ms,
+            )
+        }
+    }
+}
+
+/// Commands that change the sale in progress, refused while one of its payments is
+/// unresolved.
+fn command_needs_no_payment_in_progress(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::SetQuantity { .. }
+            | Command::RemoveLine { .. }
+            | Command::LineDiscount { .. }
+            | Command::OrderDiscount { .. }
+            | Command::TenderCash { .. }
+            | Command::VoidSale
+            | Command::PayWalletCode { .. }
+            | Command::StartDynamicQr { .. }
+            | Command::PayCard
+            | Command::StartOfflineQr
+    )
 }
 
 /// What a write inside [`Lane::commit`] needs to append journal entries.

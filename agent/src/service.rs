@@ -19,7 +19,12 @@ pub const COMMAND_QUEUE_LEN: usize = 256;
 /// Events kept for slow subscribers before they miss some (and are told so).
 pub const EVENT_BUFFER_LEN: usize = 1_024;
 
-type Job = (Command, oneshot::Sender<Result<Reply, CommandError>>);
+/// Work for the lane thread: a command from a caller, or a step of the payments runtime that
+/// must run where the database and the sale in progress live.
+enum Job {
+    Command(Command, oneshot::Sender<Result<Reply, CommandError>>),
+    Run(Box<dyn FnOnce(&mut Lane, i64, &mut Vec<Event>) + Send>),
+}
 
 /// A cheap, cloneable way to talk to the running lane.
 #[derive(Debug, Clone)]
@@ -35,10 +40,25 @@ impl LaneHandle {
         let (reply_to, reply) = oneshot::channel();
         let stopped = || CommandError::new("storage", "the lane has stopped; restart lanepay");
         self.commands
-            .send((command, reply_to))
+            .send(Job::Command(command, reply_to))
             .await
             .map_err(|_| stopped())?;
         reply.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `work` on the lane thread with the lane's clock and returns its result; the
+    /// events it pushes are published after it returns (the payments runtime's steps).
+    pub async fn with_lane<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Lane, i64, &mut Vec<Event>) -> T + Send + 'static,
+    ) -> Result<T, CommandError> {
+        let (reply_to, reply) = oneshot::channel();
+        let stopped = || CommandError::new("storage", "the lane has stopped; restart lanepay");
+        let job = Job::Run(Box::new(move |lane, now_ms, events| {
+            let _ = reply_to.send(work(lane, now_ms, events));
+        }));
+        self.commands.send(job).await.map_err(|_| stopped())?;
+        reply.await.map_err(|_| stopped())
     }
 
     /// [`LaneHandle::execute`] for threads outside the async runtime (device threads).
@@ -46,7 +66,7 @@ impl LaneHandle {
         let (reply_to, reply) = oneshot::channel();
         let stopped = || CommandError::new("storage", "the lane has stopped; restart lanepay");
         self.commands
-            .blocking_send((command, reply_to))
+            .blocking_send(Job::Command(command, reply_to))
             .map_err(|_| stopped())?;
         reply.blocking_recv().map_err(|_| stopped())?
     }
@@ -75,13 +95,25 @@ pub fn start(mut lane: Lane, clock: Arc<dyn Clock>) -> std::io::Result<LaneHandl
     std::thread::Builder::new()
         .name("lane".into())
         .spawn(move || {
-            while let Some((command, reply_to)) = queue.blocking_recv() {
-                let (result, happened) = lane.execute(command, clock.now_ms());
-                // Events first: a caller that sees the reply can count on the events being queued.
-                for event in happened {
-                    let _ = publisher.send(event);
+            while let Some(job) = queue.blocking_recv() {
+                match job {
+                    Job::Command(command, reply_to) => {
+                        let (result, happened) = lane.execute(command, clock.now_ms());
+                        // Events first: a caller that sees the reply can count on the events
+                        // being queued.
+                        for event in happened {
+                            let _ = publisher.send(event);
+                        }
+                        let _ = reply_to.send(result);
+                    }
+                    Job::Run(work) => {
+                        let mut happened = Vec::new();
+                        work(&mut lane, clock.now_ms(), &mut happened);
+                        for event in happened {
+                            let _ = publisher.send(event);
+                        }
+                    }
                 }
-                let _ = reply_to.send(result);
             }
         })?;
     Ok(LaneHandle {

@@ -448,6 +448,20 @@ impl Sale {
         })
     }
 
+    /// Freezes the cart for a payment that is about to be attempted (a wallet code, a QR, a
+    /// card): from now on the sale can only be paid, or voided once nothing but cash is on it.
+    pub fn begin_tendering(&mut self) -> Result<(), SaleError> {
+        self.require(&[SaleState::Open, SaleState::Tendering], "pay")?;
+        if self.lines.is_empty() {
+            return Err(SaleError::EmptyCart);
+        }
+        if self.tenders.len() >= MAX_TENDERS {
+            return Err(SaleError::TooManyTenders);
+        }
+        self.state = SaleState::Tendering;
+        Ok(())
+    }
+
     /// Voids the sale. A sale being paid can be voided only while every tender on it is cash
     /// (the drawer hands it back); any other payment must be reversed first.
     pub fn void(&mut self, now_ms: i64) -> Result<(), SaleError> {

@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod journal;
 pub mod migrations;
+pub mod payments;
 pub mod sales;
 
 use std::path::{Path, PathBuf};
