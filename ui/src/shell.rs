@@ -49,6 +49,8 @@ impl std::fmt::Debug for ShellOptions {
 }
 
 /// The daemon's message: the cashier screen's, or a window event.
+// Almost every message is `App`; boxing it would allocate once per message for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ShellMessage {
     App(Message),
