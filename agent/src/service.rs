@@ -23,8 +23,11 @@ pub const EVENT_BUFFER_LEN: usize = 1_024;
 /// must run where the database and the sale in progress live.
 enum Job {
     Command(Command, oneshot::Sender<Result<Reply, CommandError>>),
-    Run(Box<dyn FnOnce(&mut Lane, i64, &mut Vec<Event>) + Send>),
+    Run(LaneWork),
 }
+
+/// A step run on the lane thread with `now` and the events it causes.
+type LaneWork = Box<dyn FnOnce(&mut Lane, i64, &mut Vec<Event>) + Send>;
 
 /// A cheap, cloneable way to talk to the running lane.
 #[derive(Debug, Clone)]

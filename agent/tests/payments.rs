@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,8 +22,8 @@ use lanepay_agent::store::{self, Durability, catalog};
 use lanepay_agent::{remote_config, store::payments as rows};
 use lanepay_config::AgentConfig;
 use lanepay_sync::payment::{
-    OfflineConfirmation, PaymentCallError, PaymentError, PaymentView, TerminalRefundRequest,
-    TerminalRefundView, encode_confirmation,
+    OfflineConfirmation, PaymentCallError, PaymentView, TerminalRefundRequest, TerminalRefundView,
+    encode_confirmation,
 };
 use rusqlite::Connection;
 use tokio::sync::broadcast;
@@ -119,9 +120,7 @@ impl PaymentGateway for ScriptedGateway {
         &self,
         request: GatewayRequest,
         _now_ms: i64,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<PaymentView, PaymentCallError>> + Send + '_>,
-    > {
+    ) -> Pin<Box<dyn Future<Output = Result<PaymentView, PaymentCallError>> + Send + '_>> {
         let name = match &request {
             GatewayRequest::PayCode(r) => format!("pay_code {} {}", r.out_trade_no, r.amount_fen),
             GatewayRequest::CreateQr(r) => format!("create_qr {} {}", r.out_trade_no, r.pay_type),
@@ -149,13 +148,8 @@ impl PaymentGateway for ScriptedGateway {
         &self,
         request: TerminalRefundRequest,
         _now_ms: i64,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<TerminalRefundView, PaymentCallError>>
-                + Send
-                + '_,
-        >,
-    > {
+    ) -> Pin<Box<dyn Future<Output = Result<TerminalRefundView, PaymentCallError>> + Send + '_>>
+    {
         let view = TerminalRefundView {
             refund_no: request.refund_no.clone(),
             out_trade_no: request.out_trade_no.clone(),

@@ -20,7 +20,9 @@ use lanepay_sync::payment::{self as wire, OfflineOrder};
 use rusqlite::Connection;
 
 use super::{Lane, PlannedTender, no_sale, storage_error};
-use crate::api::{CommandError, Event, OfflineExposureView, PaymentAttemptView, Reply};
+use crate::api::{
+    CommandError, Event, OfflineExposureView, PaymentAttemptView, PaymentsView, Reply,
+};
 use crate::remote_config;
 use crate::store::StoreError;
 use crate::store::payments::{self as rows, AttemptRecord, GatewayRefund};
@@ -618,9 +620,9 @@ impl Lane {
             None => match &self.current {
                 Some(current) => current.sale.id.0.clone(),
                 None => {
-                    return Ok(Reply::Payments {
+                    return Ok(Reply::Payments(PaymentsView {
                         attempts: Vec::new(),
-                    });
+                    }));
                 }
             },
         };
@@ -637,7 +639,7 @@ impl Lane {
                 None,
             ));
         }
-        Ok(Reply::Payments { attempts })
+        Ok(Reply::Payments(PaymentsView { attempts }))
     }
 
     /// Pushes one input into an attempt and commits what it decided. The runtime calls this
@@ -671,6 +673,8 @@ impl Lane {
 
     /// Creates an attempt on the sale in progress: the sale is frozen for payment and saved,
     /// and the attempt and its journal entry commit together.
+    // Each argument is one part of the new attempt; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     fn begin_attempt(
         &mut self,
         flow: Flow,
