@@ -9,13 +9,17 @@ purpose="${1:-run}"
 # To build: a C compiler for the bundled SQLite (rusqlite) and the linker Rust needs anyway;
 # libudev for serialport; CMake and libclang for nfc1-sys, which builds its own libnfc.
 build_packages=(gcc libc6-dev pkg-config libudev-dev cmake libclang1-14 libclang-common-14-dev)
+# To run the cashier screen (iced on X11, CPU or Mesa rendering) and show Chinese text.
+screen_packages=(libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libx11-xcb1 libgl1-mesa-dri
+  libegl-mesa0 libegl1 fonts-dejavu-core fonts-noto-cjk)
 # To test: Python with venv for schemathesis (the gateway's OpenAPI conformance run), openssl
 # to show the gateway refuses TLS 1.1.
-test_packages=(python3 python3-venv openssl)
+# The screen's end-to-end test: a virtual X server, real key events, screenshots.
+test_packages=(python3 python3-venv openssl xvfb xauth xdotool imagemagick)
 
 case "$purpose" in
-  run) wanted=("${build_packages[@]}") ;;
-  test) wanted=("${build_packages[@]}" "${test_packages[@]}") ;;
+  run) wanted=("${build_packages[@]}" "${screen_packages[@]}") ;;
+  test) wanted=("${build_packages[@]}" "${screen_packages[@]}" "${test_packages[@]}") ;;
   *) echo "usage: $0 [run|test]" >&2; exit 2 ;;
 esac
 

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::shift::ShiftView;
+
 /// A request to the lane.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -55,6 +57,58 @@ pub enum Command {
     },
     /// Journal and outbox figures.
     Status,
+    /// A cashier signs in with their id and PIN (locked for 5 minutes after 5 wrong PINs).
+    SignIn {
+        cashier_id: String,
+        pin: String,
+    },
+    /// The cashier signs out; an open shift stays open until its cashier closes it.
+    SignOut,
+    /// Opens a shift with the cash float in the drawer, in yuan.
+    OpenShift {
+        float: String,
+    },
+    /// Closes the shift with the cash counted in the drawer, in yuan: the Z report.
+    CloseShift {
+        counted: String,
+    },
+    /// Who is signed in and the open shift's figures so far: the X report.
+    ShiftReport,
+    /// Registers a cashier (setup and demo).
+    AddCashier {
+        cashier_id: String,
+        name: String,
+        pin: String,
+    },
+    /// Pays what is still owed with the customer's wallet payment code (online only). A
+    /// payment code scanned while a sale is being built or paid comes here too.
+    PayWalletCode {
+        code: String,
+    },
+    /// Shows a dynamic QR for what is still owed: `wallet` is alipay, wechat or unionpay.
+    StartDynamicQr {
+        wallet: String,
+    },
+    /// Pays what is still owed by contactless card: online, or stored offline within the
+    /// signed limits when the gateway is unreachable. The reply says "tap card".
+    PayCard,
+    /// While the gateway is unreachable: shows a QR with the order signed by this terminal.
+    StartOfflineQr,
+    /// The gateway's signed confirmation of an offline QR order (`LPC1.`…); a scanned
+    /// confirmation is routed here by `scan`.
+    ScanOfflineConfirmation {
+        text: String,
+    },
+    /// Cancels the payment in progress (a code or card is reversed, a QR order closed).
+    CancelPayment,
+    /// Forwards the card payments stored offline now (they also go on their own when the
+    /// gateway is reachable).
+    ForwardStoredCards,
+    /// The payment attempts of the current sale, or of `sale_id`.
+    Payments {
+        #[serde(default)]
+        sale_id: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +139,10 @@ pub enum Reply {
     Journal { entries: Vec<EntryView> },
     Status(StatusView),
     Voided { sale_id: String },
+    Shift(ShiftView),
+    Payment(PaymentAttemptView),
+    Payments(PaymentsView),
+    StoredCards(OfflineExposureView),
 }
 
 /// Something that happened on the lane, pushed to every subscriber.
@@ -111,12 +169,68 @@ pub enum Event {
     DeviceStatus(DeviceStatusView),
     /// The lane's link to the gateway changed (or a periodic refresh of its figures).
     SyncStatus(SyncStatusView),
+    /// HQ sent this lane a command (`sync_now`, `reload_config`, `forward_stored`); the
+    /// uplink carried it out.
+    GatewayCommand {
+        id: String,
+        command: String,
+    },
     /// The background check of the whole journal finished.
     JournalChecked {
         intact: bool,
         last_seq: u64,
         detail: String,
     },
+    /// A payment attempt moved on (durable before this is sent).
+    PaymentChanged(PaymentAttemptView),
+    /// A card payment taken offline was declined when it was forwarded: the goods are gone and
+    /// the money is not coming; tell the supervisor (HQ sees it too).
+    StoredCardDeclined {
+        attempt_id: String,
+        sale_id: String,
+        amount: String,
+        masked_pan: Option<String>,
+        reason: String,
+    },
+}
+
+/// One payment attempt as the cashier screen shows it. Amounts in yuan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentAttemptView {
+    /// The gateway's out_trade_no: `{terminal}-{sale_no}-{n}`. Empty while waiting for a card.
+    pub attempt_id: String,
+    pub sale_id: String,
+    /// alipay, wechat, unionpay, card, offline_qr.
+    pub method: String,
+    pub amount: String,
+    /// waiting_for_card, sending, waiting, reversing, closing, stored, paid, failed, reversed,
+    /// closed, declined.
+    pub state: String,
+    /// What is happening, in words: "waiting for customer to confirm", "checking result",
+    /// "reversing", "tap card", ...
+    pub step: String,
+    /// The text to render as a QR (dynamic QR pay URL, offline QR order URL).
+    pub qr_text: Option<String>,
+    /// When the lane gives up waiting (lane clock, ms).
+    pub deadline_ms: Option<i64>,
+    pub masked_pan: Option<String>,
+    /// Why it failed or what the cashier should do, in words.
+    pub message: Option<String>,
+}
+
+/// The payment attempts of one sale, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentsView {
+    pub attempts: Vec<PaymentAttemptView>,
+}
+
+/// Card payments taken offline and not forwarded yet: the lane's risk.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineExposureView {
+    /// Yuan.
+    pub offline_exposure: String,
+    pub stored_count: u32,
+    pub oldest_stored_age_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +334,13 @@ pub struct SyncStatusView {
     pub clock_skew_ms: Option<i64>,
     /// Why the lane is offline or what the gateway refused, in words.
     pub problem: Option<String>,
+    /// Card payments stored offline and not forwarded yet, in yuan ("" when not known).
+    #[serde(default)]
+    pub offline_exposure: String,
+    #[serde(default)]
+    pub stored_count: u32,
+    #[serde(default)]
+    pub oldest_stored_age_ms: Option<i64>,
 }
 
 /// Why a command was refused, in words for the cashier, with a stable code for programs.

@@ -13,7 +13,10 @@ pub mod devices;
 pub mod key;
 pub mod lane;
 pub mod local_api;
+pub mod payments;
+pub mod remote_config;
 pub mod service;
+pub mod shift;
 pub mod store;
 pub mod uplink;
 
@@ -61,6 +64,7 @@ pub fn uplink_settings(config: &AgentConfig) -> anyhow::Result<Option<uplink::Up
     Ok(Some(uplink::UplinkSettings {
         base_url: gateway.url.clone(),
         terminal_id: config.terminal.id.clone(),
+        store_id: config.terminal.store_id.clone(),
         gateway_key,
         db,
         tls,

@@ -400,6 +400,14 @@ impl Uplink {
             self.status.backlog = backlog;
             self.status.acknowledged_seq = acked;
         }
+        // The offline card exposure (payments' stored cards) rides along for the status bar.
+        if let Ok(stored) = self.db(store::payments::stored_cards) {
+            self.status.offline_exposure = stored.total.to_string();
+            self.status.stored_count = stored.count;
+            let now_ms = self.clock.now_ms();
+            self.status.oldest_stored_age_ms =
+                stored.oldest_stored_at_ms.map(|t| now_ms.saturating_sub(t));
+        }
     }
 
     fn set_offline(&mut self, error: &UplinkError) {

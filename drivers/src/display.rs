@@ -592,6 +592,8 @@ impl CustomerDisplay for SerialDisplay {
     }
 
     fn status(&mut self) -> DeviceStatus {
+        // A display never answers, so an unplug shows only as a hang-up on the open port.
+        self.port.check_connection();
         // A closed port whose backoff is due gets a reopen attempt, which redraws the screen.
         if !self.port.is_open() && self.port.time_until_retry().is_zero() {
             let _ = self.send(Vec::new());

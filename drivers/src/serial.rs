@@ -335,6 +335,26 @@ impl SupervisedPort {
         }
     }
 
+    /// Lets the next operation try to reopen a closed port at once, whatever the backoff says.
+    /// For a caller that already paces its attempts (the lane's once-a-second status poll):
+    /// the backoff is for operations that may come in bursts.
+    pub fn retry_now(&mut self) {
+        self.retry_at = None;
+    }
+
+    /// Checks an open port for a hang-up without waiting or sending anything: a device that
+    /// only listens (a pole display) otherwise goes unnoticed until the next write. Bytes the
+    /// device sent are discarded. A hang-up drops the port (status `Unavailable`).
+    pub fn check_connection(&mut self) {
+        if self.port.is_none() {
+            return;
+        }
+        let mut discarded = [0u8; 64];
+        if let Err(error) = self.read(&mut discarded, Duration::ZERO) {
+            tracing::debug!(device = self.device, %error, "connection check failed");
+        }
+    }
+
     /// Drops the port after an error that means it is gone; the next operation reopens it.
     pub fn mark_lost(&mut self, error: &DeviceError) {
         self.port = None;

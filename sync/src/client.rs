@@ -19,6 +19,10 @@ use crate::wire::{
     EnrollRequest, EnrollResponse, IngestResult, JournalBatch, WireEntry, enroll_proof_bytes,
 };
 
+// The terminal payment API's calls on `GatewayClient` (a child module: it signs like the rest).
+#[path = "payment_client.rs"]
+mod payment_client;
+
 /// How long one REST call may take before the lane treats the gateway as unreachable.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting may take; short, because "offline" must show within seconds.
@@ -519,6 +523,30 @@ impl GatewayClient {
         }
         self.verify_ack(&result.ack)?;
         Ok((result, ServerTime(server_time)))
+    }
+
+    /// Fetches the store's signed configuration (`GET /v1/terminal/config`). Not verified
+    /// here: the lane's apply step checks the signature and the version before using it.
+    pub async fn fetch_config(
+        &self,
+        now_ms: i64,
+    ) -> Result<crate::config::SignedConfig, ClientError> {
+        let path = crate::config::CONFIG_PATH;
+        let mut request = self.http.get(format!("{}{path}", self.base_url));
+        for (name, value) in self.signed_headers("GET", path, b"", now_ms)? {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.map_err(unreachable)?;
+        let (signed, server_time) = read_json(response).await?;
+        if let Some(server_time_ms) = server_time {
+            self.learn_server_time(server_time_ms, now_ms);
+        }
+        Ok(signed)
+    }
+
+    /// The gateway key acknowledgements and configurations are checked against.
+    pub fn gateway_key(&self) -> &VerifyingKey {
+        &self.gateway_key
     }
 
     /// Checks an acknowledgement's gateway signature; returns the acknowledged hash.

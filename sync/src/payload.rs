@@ -16,6 +16,17 @@ pub mod kind {
     pub const SALE_VOIDED: &str = "sale_voided";
     /// Money was paid back against a completed sale.
     pub const REFUND_COMPLETED: &str = "refund_completed";
+    /// A cashier opened a shift with a cash float in the drawer.
+    pub const SHIFT_OPENED: &str = "shift_opened";
+    /// A cashier closed a shift: counted cash against the expected amount (the Z report).
+    pub const SHIFT_CLOSED: &str = "shift_closed";
+    /// The lane applied a configuration signed by the gateway (HQ's limits and timings).
+    pub const CONFIG_APPLIED: &str = "config_applied";
+    /// A payment attempt of a tender that is not cash changed state (sent, unknown, paid,
+    /// reversed, stored offline, ...).
+    pub const PAYMENT_ATTEMPT: &str = "payment_attempt";
+    /// A card payment stored offline was forwarded to the gateway: approved or declined.
+    pub const CARD_FORWARDED: &str = "card_forwarded";
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,5 +132,73 @@ pub struct RefundCompleted {
     pub tenders: Vec<RefundedTender>,
     pub total_fen: i64,
     pub reason: String,
+    pub at_ms: i64,
+}
+
+/// `config_applied`: the version of the gateway-signed configuration the lane now follows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigApplied {
+    pub version: u64,
+    pub issued_at_ms: i64,
+}
+
+/// `shift_opened`: a cashier's shift starts with this much cash in the drawer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShiftOpened {
+    pub shift_id: String,
+    pub cashier_id: String,
+    pub opening_float_fen: i64,
+    pub at_ms: i64,
+}
+
+/// `shift_closed`: the Z report's figures. `expected_fen` = float + cash taken - cash paid
+/// back during the shift; `difference_fen` = counted - expected (negative: the drawer is short).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShiftClosed {
+    pub shift_id: String,
+    pub cashier_id: String,
+    pub opened_at_ms: i64,
+    pub opening_float_fen: i64,
+    pub cash_sales_fen: i64,
+    pub cash_refunds_fen: i64,
+    pub expected_fen: i64,
+    pub counted_fen: i64,
+    pub difference_fen: i64,
+    pub sales_count: u64,
+    pub refunds_count: u64,
+    pub at_ms: i64,
+}
+
+/// `payment_attempt`: one state of a payment attempt (wallet code, dynamic QR, card, offline
+/// QR). `out_trade_no` is the attempt's id and the gateway's idempotency key; `masked_pan` is
+/// first 6 and last 4 digits only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentAttempt {
+    pub out_trade_no: String,
+    pub sale_id: String,
+    /// The tender method code (alipay, wechat, unionpay, card, offline_qr).
+    pub method: String,
+    /// wallet_code, dynamic_qr, card_online, card_stored, offline_qr.
+    pub flow: String,
+    pub amount_fen: i64,
+    /// sending, waiting, reversing, closing, stored, paid, failed, reversed, closed, declined.
+    pub state: String,
+    pub reference: Option<String>,
+    pub masked_pan: Option<String>,
+    pub at_ms: i64,
+}
+
+/// `card_forwarded`: the gateway's answer to a card payment stored offline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardForwarded {
+    pub out_trade_no: String,
+    pub approved: bool,
+    pub trade_no: Option<String>,
+    pub reason: Option<String>,
     pub at_ms: i64,
 }

@@ -74,6 +74,15 @@ async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()>
             None
         }
     };
+    // Payments: attempts left unresolved by a crash are resumed before anything else.
+    let payments = lanepay_agent::payments::start_for_config(
+        &config,
+        handle.clone(),
+        key.clone(),
+        clock.clone(),
+        None,
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(config.local_api.listen)
         .await
         .with_context(|| {
@@ -93,6 +102,7 @@ async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()>
         shutdown_signal(),
     )
     .await?;
+    payments.stop().await;
     let _ = stop_uplink.send(true);
     if let Some(uplink) = uplink {
         uplink.await??;

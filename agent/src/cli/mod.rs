@@ -2,6 +2,7 @@
 
 mod agent;
 mod demo;
+mod devices;
 mod emulate;
 mod enroll;
 mod init;
@@ -33,6 +34,8 @@ enum Commands {
     Agent(agent::AgentArgs),
     /// Run a scripted sale end to end and print the receipt and the journal tail.
     Demo(demo::DemoArgs),
+    /// List the configured devices and their state; `devices test` tries each one.
+    Devices(devices::DevicesArgs),
     /// Run one emulated device on a new pseudo-terminal (prints its path first).
     Emulate {
         #[command(subcommand)]
@@ -75,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::Journal { command } => journal::run(command),
+        Commands::Devices(args) => devices::run(&args),
         Commands::Emulate { device } => emulate::run(&device).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -14,11 +14,23 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Released migrations are never edited; add a new one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        name: "payment attempts",
+        sql: V2_PAYMENT_ATTEMPTS,
+    },
+    Migration {
+        version: 3,
+        name: "cashiers and shifts",
+        sql: V3_CASHIERS_AND_SHIFTS,
+    },
+];
 
 const V1: &str = r#"
 CREATE TABLE meta (
@@ -137,6 +149,80 @@ CREATE TABLE refund_tenders (
     amount_fen INTEGER NOT NULL,
     PRIMARY KEY (refund_id, position)
 ) WITHOUT ROWID;
+"#;
+
+/// Payment attempts for the tenders that are not cash (one row per try, keyed by the
+/// gateway's out_trade_no, updated in the transaction of its `payment_attempt` journal entry),
+/// and refunds owed through the gateway (sent when the lane is online). `sealed_card` holds
+/// only a card sealed to the gateway's key, only while a stored offline payment waits to be
+/// forwarded; it is blanked when forwarded. No full card number is ever stored.
+const V2_PAYMENT_ATTEMPTS: &str = r#"
+CREATE TABLE payment_attempts (
+    attempt_id       TEXT PRIMARY KEY,
+    sale_id          TEXT NOT NULL,
+    attempt_no       INTEGER NOT NULL,
+    method           TEXT NOT NULL,
+    flow             TEXT NOT NULL,
+    amount_fen       INTEGER NOT NULL CHECK (amount_fen > 0),
+    state            TEXT NOT NULL,
+    reference        TEXT,
+    masked_pan       TEXT,
+    sealed_card      TEXT,
+    qr_text          TEXT,
+    message          TEXT,
+    tender_id        TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    tender_applied   INTEGER NOT NULL DEFAULT 0,
+    started_at_ms    INTEGER NOT NULL,
+    next_at_ms       INTEGER NOT NULL,
+    deadline_ms      INTEGER NOT NULL,
+    updated_at_ms    INTEGER NOT NULL,
+    UNIQUE (sale_id, attempt_no)
+) WITHOUT ROWID;
+CREATE INDEX payment_attempts_by_state ON payment_attempts (state);
+CREATE INDEX payment_attempts_by_reference ON payment_attempts (reference);
+
+CREATE TABLE gateway_refunds (
+    refund_no     TEXT PRIMARY KEY,
+    refund_id     TEXT NOT NULL,
+    out_trade_no  TEXT NOT NULL,
+    amount_fen    INTEGER NOT NULL CHECK (amount_fen > 0),
+    state         TEXT NOT NULL,
+    message       TEXT,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
+/// Cashiers (PINs as argon2id PHC strings only, lockout state) and shifts. The signed-in
+/// cashier is a single row so a restarted lane knows whose drawer it is.
+const V3_CASHIERS_AND_SHIFTS: &str = r#"
+CREATE TABLE cashiers (
+    cashier_id      TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    pin_hash        TEXT NOT NULL,
+    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    locked_until_ms INTEGER
+);
+
+CREATE TABLE cashier_session (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    cashier_id      TEXT NOT NULL REFERENCES cashiers (cashier_id),
+    signed_in_at_ms INTEGER NOT NULL
+);
+
+CREATE TABLE shifts (
+    shift_no          INTEGER PRIMARY KEY,
+    shift_id          TEXT NOT NULL UNIQUE,
+    cashier_id        TEXT NOT NULL REFERENCES cashiers (cashier_id),
+    opened_at_ms      INTEGER NOT NULL,
+    opening_float_fen INTEGER NOT NULL CHECK (opening_float_fen >= 0),
+    closed_at_ms      INTEGER,
+    expected_fen      INTEGER,
+    counted_fen       INTEGER
+);
+-- At most one open shift per lane.
+CREATE UNIQUE INDEX one_open_shift ON shifts ((closed_at_ms IS NULL)) WHERE closed_at_ms IS NULL;
 "#;
 
 /// The schema version this build writes.

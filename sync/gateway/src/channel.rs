@@ -504,13 +504,16 @@ impl Channel for SandboxChannel {
         }
         let connection = self.db.lock();
         // Burn the code before anything else: a code is single use even if the payment fails.
-        let code_hash = hex::encode(sha2::Sha256::digest(auth_code.as_bytes()));
-        let fresh = connection.execute(
-            "INSERT OR IGNORE INTO sandbox_codes (pay_type, code_hash, used_at_ms) VALUES (?1, ?2, ?3)",
-            params![self.pay_type.as_str(), code_hash, now_ms],
-        )?;
-        if fresh == 0 {
-            return Err(ChannelError::AuthCodeUsed);
+        // A card token is not a code: the same card pays many times.
+        if self.pay_type != PayType::Card {
+            let code_hash = hex::encode(sha2::Sha256::digest(auth_code.as_bytes()));
+            let fresh = connection.execute(
+                "INSERT OR IGNORE INTO sandbox_codes (pay_type, code_hash, used_at_ms) VALUES (?1, ?2, ?3)",
+                params![self.pay_type.as_str(), code_hash, now_ms],
+            )?;
+            if fresh == 0 {
+                return Err(ChannelError::AuthCodeUsed);
+            }
         }
         if self.load(&connection, trade_no)?.is_some() {
             return Err(ChannelError::NotAllowed("EXISTS"));

@@ -112,13 +112,26 @@ where
         service: Arc::new(terminal_service),
         admin_token: gateway.config.admin_token.clone(),
     };
+    let payments_state =
+        terminals::payments::PaymentsState::new(gateway.clone(), terminal_state.service.clone())
+            .map_err(|error| {
+                error::GatewayError::Invalid(format!(
+                    "cannot start the terminal payment API: {error}"
+                ))
+            })?;
+    let payment_pushes = tokio::spawn(terminals::payments::forward_order_changes(
+        payments_state.clone(),
+        stop_workers.subscribe(),
+    ));
     let router = http::router(http::AppState::new(gateway, manual_clock))
-        .merge(terminals::http::router(terminal_state));
+        .merge(terminals::http::router(terminal_state))
+        .merge(terminals::payments::router(payments_state));
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
     // Workers only wait for the signal; a send error means they are all gone already.
     let _ = stop_workers.send(true);
+    let _ = payment_pushes.await;
     for worker in workers {
         if let Err(error) = worker.await {
             tracing::error!(%error, "a background worker failed");

@@ -23,7 +23,9 @@ use crate::model::{Merchant, Order, OrderState, PayType, Refund, RefundState, ch
 use crate::money::{format_beijing_time, format_yuan, parse_yuan};
 use crate::params::from_json_object;
 use crate::signing::{self, SIGN_PARAM, SIGN_TYPE_PARAM, SignType};
-use crate::store::{InsertOrder, NonceStore, ReserveRefund, Store, TransitionChanges};
+use crate::store::{
+    InsertOrder, NonceStore, ReserveRefund, Store, TerminalOrigin, TransitionChanges,
+};
 
 /// Requests whose `timestamp` is further than this from the gateway clock are refused, and
 /// nonces are remembered this long past their timestamp.
@@ -97,6 +99,30 @@ pub struct WalletView {
     pub payable: bool,
 }
 
+/// An order's state change, as told to whoever listens (the terminal push forwarder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderChange {
+    /// The order.
+    pub trade_no: String,
+    /// The state it left.
+    pub from: OrderState,
+    /// The state it entered.
+    pub to: OrderState,
+}
+
+/// How many order changes may wait for a slow listener before the oldest are dropped.
+const ORDER_CHANGES_CAPACITY: usize = 1_024;
+
+/// A terminal's create: where the order comes from, and a refusal decided before any channel
+/// is asked (an expired card), which stores the order as FAILED with that sub code.
+#[derive(Debug, Clone, Copy)]
+pub struct TerminalCreate<'a> {
+    /// The terminal and card details kept with the order.
+    pub origin: &'a TerminalOrigin,
+    /// Fail the order at once with this sub code instead of paying.
+    pub refuse: Option<&'static str>,
+}
+
 /// The gateway: storage, clock, channels and configuration.
 #[derive(Debug)]
 pub struct Gateway {
@@ -118,6 +144,8 @@ pub struct Gateway {
     pub rail_wakeup: tokio::sync::Notify,
     /// Woken when a refund needs a retry.
     pub refund_wakeup: tokio::sync::Notify,
+    /// Every order state change (best effort: a listener far behind misses the oldest).
+    pub order_changes: tokio::sync::broadcast::Sender<OrderChange>,
 }
 
 /// An operation's reply fields, or its error with the order's fields when it is about one.
@@ -301,6 +329,7 @@ impl Gateway {
             expiry_wakeup: tokio::sync::Notify::new(),
             rail_wakeup: tokio::sync::Notify::new(),
             refund_wakeup: tokio::sync::Notify::new(),
+            order_changes: tokio::sync::broadcast::channel(ORDER_CHANGES_CAPACITY).0,
         })
     }
 
@@ -559,42 +588,63 @@ impl Gateway {
         now_ms: i64,
     ) -> OpResult {
         let order = self
-            .validate_create(merchant, params, now_ms)
+            .create_order(Some(merchant), &merchant.merchant_id, params, None, now_ms)
             .map_err(|e| (e, None))?;
-        match self
-            .store
-            .insert_order(&order, now_ms)
-            .map_err(|e| (e.into(), None))?
-        {
+        Self::create_reply(&order)
+    }
+
+    /// Creates (or, for the same request, finds) an order and, for a code payment, pays it:
+    /// the one implementation behind the merchant API (`merchant` given: it has a notify URL)
+    /// and the terminal API (`terminal` given: no notify, the terminal hears by push).
+    pub fn create_order(
+        &self,
+        merchant: Option<&Merchant>,
+        merchant_id: &str,
+        params: &BTreeMap<String, String>,
+        terminal: Option<TerminalCreate<'_>>,
+        now_ms: i64,
+    ) -> Result<Order, ApiError> {
+        let order = self.validate_create(merchant, merchant_id, params, now_ms)?;
+        let inserted = match terminal {
+            Some(terminal) => self
+                .store
+                .insert_terminal_order(&order, terminal.origin, now_ms)?,
+            None => self.store.insert_order(&order, now_ms)?,
+        };
+        match inserted {
             InsertOrder::Existing(existing) => {
                 if existing.request_hash != order.request_hash {
-                    return Err((
-                        ApiError::parameter(
-                            "OUT_TRADE_NO_CONFLICT",
-                            "out_trade_no was already used with different parameters",
-                        ),
-                        None,
+                    return Err(ApiError::parameter(
+                        "OUT_TRADE_NO_CONFLICT",
+                        "out_trade_no was already used with different parameters",
                     ));
                 }
-                Self::create_reply(&existing)
+                Ok(*existing)
             }
             InsertOrder::Inserted => {
                 self.expiry_wakeup.notify_one();
-                let order = if order.by_auth_code {
+                if let Some(sub_code) = terminal.and_then(|t| t.refuse) {
+                    let changes = TransitionChanges {
+                        fail_sub_code: Some(sub_code),
+                        ..TransitionChanges::default()
+                    };
+                    self.move_order(&order, OrderState::Failed, &changes, now_ms)?;
+                    return Ok(self.store.order(&order.trade_no)?.unwrap_or(order));
+                }
+                if order.by_auth_code {
                     self.rail_wakeup.notify_one();
                     self.pay_with_code(order, param(params, "auth_code"), now_ms)
-                        .map_err(|e| (e, None))?
                 } else {
-                    order
-                };
-                Self::create_reply(&order)
+                    Ok(order)
+                }
             }
         }
     }
 
     fn validate_create(
         &self,
-        merchant: &Merchant,
+        merchant: Option<&Merchant>,
+        merchant_id: &str,
         params: &BTreeMap<String, String>,
         now_ms: i64,
     ) -> Result<Order, ApiError> {
@@ -625,8 +675,14 @@ impl Gateway {
                 "pay_type must be alipay, wechat, unionpay or card",
             )
         })?;
-        let notify_url = required(params, "notify_url")?;
-        check_notify_url(merchant, notify_url)?;
+        let notify_url = match merchant {
+            Some(merchant) => {
+                let notify_url = required(params, "notify_url")?;
+                check_notify_url(merchant, notify_url)?;
+                notify_url
+            }
+            None => "",
+        };
         let return_url = param(params, "return_url");
         if !(return_url.is_empty()
             || return_url.starts_with("https://")
@@ -668,7 +724,7 @@ impl Gateway {
         };
         Ok(Order {
             trade_no,
-            merchant_id: merchant.merchant_id.clone(),
+            merchant_id: merchant_id.to_owned(),
             out_trade_no: out_trade_no.to_owned(),
             request_hash: request_hash(params),
             pay_type,
@@ -762,6 +818,12 @@ impl Gateway {
             .transition(&order.trade_no, order.state, to, changes, now_ms)?;
         if moved.is_some() {
             tracing::info!(trade_no = %order.trade_no, from = %order.state, %to, "order state changed");
+            // No listener is fine: nothing but terminals' pushes depends on it.
+            let _ = self.order_changes.send(OrderChange {
+                trade_no: order.trade_no.clone(),
+                from: order.state,
+                to,
+            });
             if to.is_notified() {
                 self.notify_wakeup.notify_one();
             }
@@ -769,20 +831,20 @@ impl Gateway {
         Ok(moved)
     }
 
-    fn find_order(
+    /// The merchant's order named by `out_trade_no` (or `trade_no`) in `params`.
+    pub fn find_order(
         &self,
-        merchant: &Merchant,
+        merchant_id: &str,
         params: &BTreeMap<String, String>,
     ) -> Result<Order, ApiError> {
         let out_trade_no = param(params, "out_trade_no");
         let trade_no = param(params, "trade_no");
         let found = if !out_trade_no.is_empty() {
-            self.store
-                .order_by_out(&merchant.merchant_id, out_trade_no)?
+            self.store.order_by_out(merchant_id, out_trade_no)?
         } else if !trade_no.is_empty() {
             self.store
                 .order(trade_no)?
-                .filter(|order| order.merchant_id == merchant.merchant_id)
+                .filter(|order| order.merchant_id == merchant_id)
         } else {
             return Err(ApiError::parameter(
                 "MISSING_PARAMETER",
@@ -799,7 +861,9 @@ impl Gateway {
     }
 
     fn query(&self, merchant: &Merchant, params: &BTreeMap<String, String>) -> OpResult {
-        let order = self.find_order(merchant, params).map_err(|e| (e, None))?;
+        let order = self
+            .find_order(&merchant.merchant_id, params)
+            .map_err(|e| (e, None))?;
         let mut fields = Self::order_fields(&order);
         put(&mut fields, "total_amount", format_yuan(order.total_fen));
         if order.paid_fen > 0 {
@@ -830,20 +894,34 @@ impl Gateway {
         params: &BTreeMap<String, String>,
         now_ms: i64,
     ) -> OpResult {
-        let order = self.find_order(merchant, params).map_err(|e| (e, None))?;
+        match self.close_order(&merchant.merchant_id, params, now_ms) {
+            Ok(order) => Ok(Self::order_fields(&order)),
+            Err((error, order)) => Err((error, order.as_ref().map(Self::order_fields))),
+        }
+    }
+
+    /// Closes an unpaid order (merchant and terminal API). The error carries the order when
+    /// the refusal is about its state.
+    #[allow(clippy::result_large_err)]
+    pub fn close_order(
+        &self,
+        merchant_id: &str,
+        params: &BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<Order, (ApiError, Option<Order>)> {
+        let order = self
+            .find_order(merchant_id, params)
+            .map_err(|e| (e, None))?;
         match order.state {
-            OrderState::Closed => Ok(Self::order_fields(&order)),
+            OrderState::Closed => Ok(order),
             OrderState::Created | OrderState::WaitPay => {
                 let closed = self
                     .close_at_channel(&order, now_ms)
                     .map_err(|e| (e, None))?;
                 if closed.state == OrderState::Closed {
-                    Ok(Self::order_fields(&closed))
+                    Ok(closed)
                 } else {
-                    Err((
-                        state_error(&closed, "close"),
-                        Some(Self::order_fields(&closed)),
-                    ))
+                    Err((state_error(&closed, "close"), Some(closed)))
                 }
             }
             OrderState::Paying => Err((
@@ -852,12 +930,57 @@ impl Gateway {
                     "ORDER_PAYING",
                     "the payment is being confirmed; the gateway resolves it within 60 s (query, then reverse)",
                 ),
-                Some(Self::order_fields(&order)),
+                Some(order),
             )),
-            _ => Err((
-                state_error(&order, "close"),
-                Some(Self::order_fields(&order)),
-            )),
+            _ => Err((state_error(&order, "close"), Some(order))),
+        }
+    }
+
+    /// Reverses (撤销) a code payment whose outcome the caller gave up on: the channel undoes
+    /// it (refunding a late charge) and the order becomes REVOKED. Idempotent: a REVOKED order
+    /// is returned as it is, and so is any other final state (SUCCESS is then for a refund).
+    /// An unpaid QR order is closed instead. An unanswered reverse is left to the rail worker,
+    /// which repeats it.
+    pub fn reverse_order(
+        &self,
+        merchant_id: &str,
+        params: &BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<Order, ApiError> {
+        let order = self.find_order(merchant_id, params)?;
+        match order.state {
+            OrderState::Paying => {
+                let channel = self.channel(order.pay_type)?;
+                match channel.reverse(&order.trade_no, now_ms) {
+                    Ok(refunded_fen) => {
+                        tracing::info!(trade_no = %order.trade_no, refunded_fen, "code payment reversed on request");
+                        self.move_order(
+                            &order,
+                            OrderState::Revoked,
+                            &TransitionChanges::default(),
+                            now_ms,
+                        )?;
+                    }
+                    Err(error) => {
+                        self.store.set_rail_schedule(
+                            &order.trade_no,
+                            now_ms + RAIL_POLL_INTERVAL_MS,
+                            true,
+                        )?;
+                        self.rail_wakeup.notify_one();
+                        return Err(channel_busy(&error));
+                    }
+                }
+                Ok(self.store.order(&order.trade_no)?.unwrap_or(order))
+            }
+            OrderState::Created | OrderState::WaitPay => {
+                match self.close_order(merchant_id, params, now_ms) {
+                    Ok(order) => Ok(order),
+                    Err((_, Some(order))) => Ok(order),
+                    Err((error, None)) => Err(error),
+                }
+            }
+            _ => Ok(order),
         }
     }
 
@@ -974,21 +1097,29 @@ impl Gateway {
         params: &BTreeMap<String, String>,
         now_ms: i64,
     ) -> OpResult {
-        let plain = |e: ApiError| (e, None);
-        let out_refund_no = required(params, "out_refund_no").map_err(plain)?;
-        check_identifier("out_refund_no", out_refund_no).map_err(plain)?;
-        let amount_fen =
-            parse_yuan(required(params, "refund_amount").map_err(plain)?).map_err(|error| {
-                plain(ApiError::parameter(
-                    "INVALID_AMOUNT",
-                    format!("refund_amount: {error}"),
-                ))
-            })?;
-        let reason = required(params, "refund_reason").map_err(plain)?;
-        let order = self.find_order(merchant, params).map_err(plain)?;
+        self.refund_order(&merchant.merchant_id, params, now_ms)
+            .map(|refund| Self::refund_fields(&refund))
+            .map_err(|e| (e, None))
+    }
+
+    /// Refunds part or all of a paid order (merchant and terminal API), idempotent by
+    /// `out_refund_no`; never more than what is left of the paid amount.
+    pub fn refund_order(
+        &self,
+        merchant_id: &str,
+        params: &BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<Refund, ApiError> {
+        let out_refund_no = required(params, "out_refund_no")?;
+        check_identifier("out_refund_no", out_refund_no)?;
+        let amount_fen = parse_yuan(required(params, "refund_amount")?).map_err(|error| {
+            ApiError::parameter("INVALID_AMOUNT", format!("refund_amount: {error}"))
+        })?;
+        let reason = required(params, "refund_reason")?;
+        let order = self.find_order(merchant_id, params)?;
         let refund = Refund {
-            refund_no: new_id("R", now_ms).map_err(plain)?,
-            merchant_id: merchant.merchant_id.clone(),
+            refund_no: new_id("R", now_ms)?,
+            merchant_id: merchant_id.to_owned(),
             out_refund_no: out_refund_no.to_owned(),
             trade_no: order.trade_no.clone(),
             out_trade_no: order.out_trade_no.clone(),
@@ -1001,40 +1132,31 @@ impl Gateway {
         };
         match self
             .store
-            .reserve_refund(&refund, now_ms + REFUND_RETRY_MS)
-            .map_err(|e| plain(e.into()))?
+            .reserve_refund(&refund, now_ms + REFUND_RETRY_MS)?
         {
             ReserveRefund::Existing(existing) => {
                 if existing.request_hash != refund.request_hash {
-                    return Err(plain(ApiError::parameter(
+                    return Err(ApiError::parameter(
                         "OUT_REFUND_NO_CONFLICT",
                         "out_refund_no was already used with different parameters",
-                    )));
+                    ));
                 }
-                let existing = self
-                    .push_refund(&existing, order.pay_type, now_ms)
-                    .map_err(plain)?;
-                Ok(Self::refund_fields(&existing))
+                self.push_refund(&existing, order.pay_type, now_ms)
             }
-            ReserveRefund::Exceeds { refundable_fen } => Err(plain(ApiError::new(
+            ReserveRefund::Exceeds { refundable_fen } => Err(ApiError::new(
                 ErrorClass::State,
                 "REFUND_EXCEEDS_PAID",
                 format!(
                     "refund_amount is above the refundable amount {}",
                     format_yuan(refundable_fen)
                 ),
-            ))),
-            ReserveRefund::NotRefundable(state) => Err(plain(ApiError::new(
+            )),
+            ReserveRefund::NotRefundable(state) => Err(ApiError::new(
                 ErrorClass::State,
                 "ORDER_NOT_PAID",
                 format!("order is {state}; only paid orders can be refunded"),
-            ))),
-            ReserveRefund::Reserved => {
-                let refund = self
-                    .push_refund(&refund, order.pay_type, now_ms)
-                    .map_err(plain)?;
-                Ok(Self::refund_fields(&refund))
-            }
+            )),
+            ReserveRefund::Reserved => self.push_refund(&refund, order.pay_type, now_ms),
         }
     }
 

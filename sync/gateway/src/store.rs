@@ -100,7 +100,34 @@ CREATE TABLE notify_attempts (
 ALTER TABLE refunds ADD COLUMN next_retry_at_ms INTEGER;
 CREATE INDEX refunds_retry ON refunds (next_retry_at_ms) WHERE state = 'PROCESSING';
 ",
+    // Orders a lane created through the terminal payment API: which terminal (results are
+    // pushed to it, and only it may act on the order), the card's masked PAN, and when a
+    // store-and-forward card payment was taken offline. Never the PAN.
+    r"
+CREATE TABLE terminal_orders (
+    trade_no TEXT PRIMARY KEY REFERENCES orders (trade_no),
+    terminal_id TEXT NOT NULL,
+    masked_pan TEXT,
+    stored_at_ms INTEGER,
+    offline_seq INTEGER,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX terminal_orders_by_terminal ON terminal_orders (terminal_id);
+",
 ];
+
+/// Where a terminal-created order came from (table `terminal_orders`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TerminalOrigin {
+    /// The terminal that created the order.
+    pub terminal_id: String,
+    /// Card payments: first 6 and last 4 digits.
+    pub masked_pan: Option<String>,
+    /// Store-and-forward card payments: when the lane took the card offline.
+    pub stored_at_ms: Option<i64>,
+    /// Signed offline-QR orders: the lane's sequence number.
+    pub offline_seq: Option<u64>,
+}
 
 /// Columns of `orders` in the order `order_from_row` reads them.
 const ORDER_COLUMNS: &str = "trade_no, merchant_id, out_trade_no, request_hash, pay_type, total_fen, \
@@ -647,7 +674,68 @@ impl Store {
     /// The unique index decides, so two concurrent creates cannot both insert.
     pub fn insert_order(&self, order: &Order, now_ms: i64) -> Result<InsertOrder, StoreError> {
         let order = order.clone();
+        self.write(move |connection| insert_order_row(connection, &order, now_ms))
+    }
+
+    /// [`Store::insert_order`] for an order a terminal creates: the order and its origin are
+    /// stored together (one group commit), or the existing order is returned.
+    pub fn insert_terminal_order(
+        &self,
+        order: &Order,
+        origin: &TerminalOrigin,
+        now_ms: i64,
+    ) -> Result<InsertOrder, StoreError> {
+        let (order, origin) = (order.clone(), origin.clone());
         self.write(move |connection| {
+            let inserted = insert_order_row(connection, &order, now_ms)?;
+            if matches!(inserted, InsertOrder::Inserted) {
+                connection.execute(
+                    "INSERT INTO terminal_orders (trade_no, terminal_id, masked_pan, stored_at_ms, offline_seq, created_at_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        order.trade_no,
+                        origin.terminal_id,
+                        origin.masked_pan,
+                        origin.stored_at_ms,
+                        origin.offline_seq.and_then(|seq| i64::try_from(seq).ok()),
+                        now_ms
+                    ],
+                )?;
+            }
+            Ok(inserted)
+        })
+    }
+
+    /// The terminal that created an order, if a terminal did.
+    pub fn terminal_origin(&self, trade_no: &str) -> Result<Option<TerminalOrigin>, StoreError> {
+        self.read(|connection| {
+            Ok(connection
+                .query_row(
+                    "SELECT terminal_id, masked_pan, stored_at_ms, offline_seq FROM terminal_orders WHERE trade_no = ?1",
+                    [trade_no],
+                    |row| {
+                        Ok(TerminalOrigin {
+                            terminal_id: row.get(0)?,
+                            masked_pan: row.get(1)?,
+                            stored_at_ms: row.get(2)?,
+                            offline_seq: row
+                                .get::<_, Option<i64>>(3)?
+                                .and_then(|seq| u64::try_from(seq).ok()),
+                        })
+                    },
+                )
+                .optional()?)
+        })
+    }
+}
+
+fn insert_order_row(
+    connection: &Connection,
+    order: &Order,
+    now_ms: i64,
+) -> Result<InsertOrder, StoreError> {
+    {
+        {
             let result = connection.execute(
                 &format!(
                     "INSERT INTO orders ({ORDER_COLUMNS}, updated_at_ms) VALUES \
@@ -684,16 +772,22 @@ impl Store {
             match result {
                 Ok(_) => Ok(InsertOrder::Inserted),
                 Err(error) if is_unique_violation(&error) => {
-                    match order_where(connection, "merchant_id = ?1 AND out_trade_no = ?2", [&order.merchant_id, &order.out_trade_no])? {
+                    match order_where(
+                        connection,
+                        "merchant_id = ?1 AND out_trade_no = ?2",
+                        [&order.merchant_id, &order.out_trade_no],
+                    )? {
                         Some(existing) => Ok(InsertOrder::Existing(Box::new(existing))),
                         None => Err(StoreError::Corrupt("unique violation without a row".into())),
                     }
                 }
                 Err(error) => Err(error.into()),
             }
-        })
+        }
     }
+}
 
+impl Store {
     /// The order with this trade number.
     pub fn order(&self, trade_no: &str) -> Result<Option<Order>, StoreError> {
         self.read(|connection| order_where(connection, "trade_no = ?1", [trade_no]))
@@ -747,7 +841,8 @@ impl Store {
             }
             let order = order_where(connection, "trade_no = ?1", [&trade_no])?
                 .ok_or_else(|| StoreError::Corrupt("updated order vanished".into()))?;
-            if to.is_notified() {
+            // Orders a terminal created have no notify URL: the terminal hears by push.
+            if to.is_notified() && !order.notify_url.is_empty() {
                 let payload = serde_json::Value::Object(notify_payload(&order)).to_string();
                 connection.execute(
                     "INSERT OR IGNORE INTO notifies (notify_id, trade_no, merchant_id, notify_url, payload, state, attempts, created_at_ms, next_at_ms) \

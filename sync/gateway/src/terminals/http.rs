@@ -74,7 +74,7 @@ async fn blocking<T: Send + 'static>(
         })
 }
 
-fn request_auth(headers: &HeaderMap) -> Result<RequestAuth, TerminalError> {
+pub(crate) fn request_auth(headers: &HeaderMap) -> Result<RequestAuth, TerminalError> {
     let get = |name: &'static str| -> Result<String, TerminalError> {
         headers
             .get(name)

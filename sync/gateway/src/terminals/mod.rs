@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod keys;
+pub mod payments;
 pub mod service;
 pub mod store;
 
