@@ -328,7 +328,14 @@ fn status_polls_report_unplug_replug_and_paper_out_without_a_sale() {
     let (_, display) = DisplayEmulator::spawn(display_settings.clone(), |_| {}).unwrap();
     let (_, printer) = PrinterEmulator::spawn(printer_settings.clone(), |_| {}).unwrap();
 
-    let config = AgentConfig::new_default("T0042", "S001", "M1001", dir.path(), "t").unwrap();
+    let config = AgentConfig::new_default(
+        "T0042",
+        "S001",
+        "M1001",
+        dir.path(),
+        "test-token-0123456789",
+    )
+    .unwrap();
     let conn = store::open(&store::db_path(dir.path()), Durability::Full).unwrap();
     let lane = Lane::open(
         conn,
