@@ -892,10 +892,13 @@ impl PaymentsState {
                     .unwrap_or(gateway_order.created_at_ms),
             };
             let text = payment::encode_confirmation(&confirmation, &self.signing_key);
+            // The trade number in clear too: what the customer quotes if the lane cannot scan.
             return format!(
                 "{summary}<p id=\"result\" data-state=\"{}\">支付成功 · paid. 请向收银员出示 · show this to the cashier:</p>\
+                 <p>交易号 · trade no <span id=\"trade_no\">{}</span></p>\
                  <div id=\"confirmation-qr\">{}</div><p><code id=\"confirmation\">{}</code></p>",
                 gateway_order.state.as_str(),
+                escape_html(&gateway_order.trade_no),
                 qr_svg(&text),
                 escape_html(&text)
             );
