@@ -492,14 +492,30 @@ fn poll_status(
     // The poll interval paces reopen attempts, so the drivers' own backoff need not wait.
     if let Some(display) = devices.display.as_mut() {
         display.port_mut().retry_now();
-        let status = display.status();
+        let mut status = display.status();
+        if is_unavailable(&status) {
+            display.port_mut().retry_now();
+            status = display.status();
+        }
         report(lane, statuses, "display", &status);
     }
     if let Some(printer) = devices.printer.as_mut() {
         printer.port_mut().retry_now();
-        let status = printer.status();
+        let mut status = printer.status();
+        if is_unavailable(&status) {
+            printer.port_mut().retry_now();
+            status = printer.status();
+        }
         report(lane, statuses, "printer", &status);
     }
+}
+
+/// A port found gone during a poll is tried again at once, so the status reported is the
+/// reopen's reason ("… does not exist; is the device plugged in?"), which stays the same from
+/// poll to poll, rather than the broken pipe that revealed it, which would be followed by a
+/// second event with the new reason one poll later.
+fn is_unavailable(status: &DeviceStatus) -> bool {
+    matches!(status, DeviceStatus::Unavailable { .. })
 }
 
 /// Shows a lane event on the display and prints completed sales.
