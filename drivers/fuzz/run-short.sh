@@ -4,8 +4,8 @@
 #
 # cargo-fuzz needs a nightly toolchain. When nightly or cargo-fuzz cannot be had (no rustup, no
 # network), the script says so plainly and exits 0: the stable suite still runs the same parsers
-# through proptests (drivers/tests/serial_devices.rs `parsers`) and the committed regression
-# inputs (drivers/tests/fuzz_regressions.rs), so CI is not blocked by a missing toolchain.
+# through proptests (drivers/tests/serial_devices.rs `parsers`), so CI is not blocked by a
+# missing toolchain.
 #
 # Usage: drivers/fuzz/run-short.sh            (every target, 20 s each)
 #        FUZZ_SECONDS=300 drivers/fuzz/run-short.sh scanner_framing

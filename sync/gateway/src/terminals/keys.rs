@@ -1,6 +1,6 @@
-//! The gateway's secrets beside its databases: the X25519 card-seal key that lanes seal card
-//! data to. Kept as 64 hex characters in a 0600 file, created atomically on first use; a file
-//! others can read is refused rather than used.
+//! The gateway's secrets beside its databases: its ed25519 signing key and the X25519
+//! card-seal key that lanes seal card data to. Each is 64 hex characters in a 0600 file, created
+//! atomically on first use; a file others can read is refused rather than used.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -2,8 +2,6 @@
 //! request, ingest entries exactly once, revoke, and report the fleet.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -172,43 +170,7 @@ fn token_hash(token: &str) -> String {
 
 /// Loads the gateway's ed25519 key, creating it (0600, atomically) on first start.
 pub fn load_or_create_key(data_dir: &Path) -> Result<SigningKey, TerminalError> {
-    let path = data_dir.join(GATEWAY_KEY_FILE);
-    let failed = |message: String| TerminalError::Key {
-        path: path.clone(),
-        message,
-    };
-    if path.exists() {
-        let mode = std::fs::metadata(&path)
-            .map_err(|e| failed(e.to_string()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(failed(format!(
-                "readable by others (mode {:o}); chmod 600 it",
-                mode & 0o777
-            )));
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| failed(e.to_string()))?;
-        let seed: [u8; 32] = hex::decode(text.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| failed("damaged (expected 64 hex characters)".into()))?;
-        return Ok(SigningKey::from_bytes(&seed));
-    }
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| failed(format!("no randomness: {e}")))?;
-    let temporary = path.with_extension("key.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(|e| failed(e.to_string()))?;
-    file.write_all(hex::encode(seed).as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| failed(e.to_string()))?;
-    std::fs::rename(&temporary, &path).map_err(|e| failed(e.to_string()))?;
+    let seed = keys::load_or_create_secret(&data_dir.join(GATEWAY_KEY_FILE))?;
     Ok(SigningKey::from_bytes(&seed))
 }
 
