@@ -1383,21 +1383,18 @@ impl Gateway {
 
     /// Everything stored about an order, for operators and tests.
     pub fn order_detail(&self, trade_no: &str) -> Result<Value, ApiError> {
-        let order = self.store.order(trade_no)?.ok_or_else(|| {
+        let crate::store::OrderHistory {
+            order,
+            refunds,
+            notifies,
+        } = self.store.order_with_history(trade_no)?.ok_or_else(|| {
             ApiError::new(ErrorClass::NotFound, "ORDER_NOT_FOUND", "no such order")
         })?;
-        let refunds: Vec<Value> = self
-            .store
-            .refunds_of(trade_no)?
+        let refunds: Vec<Value> = refunds
             .iter()
             .map(|r| json!({"refund_no": r.refund_no, "out_refund_no": r.out_refund_no, "amount_fen": r.amount_fen, "state": r.state.as_str()}))
             .collect();
-        let notifies: Vec<Value> = self
-            .store
-            .notifies_of(trade_no)?
-            .iter()
-            .map(notify_json)
-            .collect();
+        let notifies: Vec<Value> = notifies.iter().map(notify_json).collect();
         Ok(json!({
             "trade_no": order.trade_no,
             "merchant_id": order.merchant_id,

@@ -952,13 +952,26 @@ impl Store {
 
     /// All refunds of an order, oldest first.
     pub fn refunds_of(&self, trade_no: &str) -> Result<Vec<Refund>, StoreError> {
+        self.read(|connection| refunds_where_trade(connection, trade_no))
+    }
+
+    /// An order with its refunds and notifies, read in one transaction so the three agree
+    /// (a refund finishing between separate reads could show SUCCESS beside an order that
+    /// had not yet moved to REFUND).
+    pub fn order_with_history(&self, trade_no: &str) -> Result<Option<OrderHistory>, StoreError> {
         self.read(|connection| {
-            let mut statement = connection.prepare(&format!(
-                "SELECT {REFUND_COLUMNS} FROM refunds r JOIN orders o ON o.trade_no = r.trade_no \
-                 WHERE r.trade_no = ?1 ORDER BY r.created_at_ms, r.refund_no"
-            ))?;
-            let rows = statement.query_map([trade_no], refund_from_row)?;
-            collect(rows)
+            let snapshot = connection.unchecked_transaction()?;
+            let Some(order) = order_where(&snapshot, "trade_no = ?1", [trade_no])? else {
+                return Ok(None);
+            };
+            let refunds = refunds_where_trade(&snapshot, trade_no)?;
+            let notifies = notifies_where_trade(&snapshot, trade_no)?;
+            snapshot.finish()?;
+            Ok(Some(OrderHistory {
+                order,
+                refunds,
+                notifies,
+            }))
         })
     }
 
@@ -1143,13 +1156,7 @@ impl Store {
 
     /// All notifies about an order.
     pub fn notifies_of(&self, trade_no: &str) -> Result<Vec<Notify>, StoreError> {
-        self.read(|connection| {
-            let mut statement = connection.prepare(&format!(
-                "SELECT {NOTIFY_COLUMNS} FROM notifies WHERE trade_no = ?1 ORDER BY created_at_ms, notify_id"
-            ))?;
-            let rows = statement.query_map([trade_no], notify_from_row)?;
-            collect(rows)
-        })
+        self.read(|connection| notifies_where_trade(connection, trade_no))
     }
 
     /// The attempts made for a notify, in order.
@@ -1352,6 +1359,34 @@ fn refund_by_out(
         )
         .optional()?;
     found.transpose()
+}
+
+/// An order and everything that hangs off it, read together.
+#[derive(Debug)]
+pub struct OrderHistory {
+    pub order: Order,
+    pub refunds: Vec<Refund>,
+    pub notifies: Vec<Notify>,
+}
+
+fn refunds_where_trade(connection: &Connection, trade_no: &str) -> Result<Vec<Refund>, StoreError> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT {REFUND_COLUMNS} FROM refunds r JOIN orders o ON o.trade_no = r.trade_no \
+         WHERE r.trade_no = ?1 ORDER BY r.created_at_ms, r.refund_no"
+    ))?;
+    let rows = statement.query_map([trade_no], refund_from_row)?;
+    collect(rows)
+}
+
+fn notifies_where_trade(
+    connection: &Connection,
+    trade_no: &str,
+) -> Result<Vec<Notify>, StoreError> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT {NOTIFY_COLUMNS} FROM notifies WHERE trade_no = ?1 ORDER BY created_at_ms, notify_id"
+    ))?;
+    let rows = statement.query_map([trade_no], notify_from_row)?;
+    collect(rows)
 }
 
 #[cfg(test)]
