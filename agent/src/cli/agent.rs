@@ -60,13 +60,13 @@ async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()>
     )?;
     let (stop_uplink, uplink_shutdown) = tokio::sync::watch::channel(false);
     let uplink = match lanepay_agent::uplink_settings(&config)? {
-        Some(settings) => Some(tokio::spawn(lanepay_agent::uplink::run(
+        Some(settings) => Some(lanepay_agent::uplink::spawn(
             settings,
             key.clone(),
             clock.clone(),
             handle.clone(),
             uplink_shutdown,
-        ))),
+        )),
         None => {
             tracing::warn!(
                 "this lane is not enrolled with a gateway: sales stay on the lane (run `lanepay enroll`)"
@@ -80,7 +80,8 @@ async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()>
         handle.clone(),
         key.clone(),
         clock.clone(),
-        None,
+        // Payment results pushed on the live channel; query polling stays the fallback.
+        uplink.as_ref().map(|uplink| uplink.pushes()),
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(config.local_api.listen)
@@ -105,7 +106,7 @@ async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()>
     payments.stop().await;
     let _ = stop_uplink.send(true);
     if let Some(uplink) = uplink {
-        uplink.await??;
+        uplink.join().await?;
     }
     tracing::info!("lane stopped");
     Ok(())
