@@ -3,6 +3,7 @@
 //! other end of a pseudo-terminal, so the same driver code runs in tests, demos, training
 //! lanes and stores.
 
+#[cfg(feature = "camera")]
 pub mod camera;
 pub mod display;
 #[cfg(feature = "emulator")]

@@ -7,6 +7,9 @@
 //! only way out is an explicit `expose()` for the step that seals them to the gateway.
 
 pub mod emv;
+// The libnfc driver: nfc1 builds libnfc and libusb with CMake, which the fuzz targets (pure
+// frame parsers) do without.
+#[cfg(feature = "libnfc")]
 pub mod pn532;
 pub mod tlv;
 
@@ -16,7 +19,16 @@ use std::time::Duration;
 use crate::error::{DeviceError, DeviceStatus};
 
 pub use emv::ApduTransport;
+#[cfg(feature = "libnfc")]
 pub use pn532::Pn532Reader;
+
+/// The default serial speed of a PN532 in HSU (UART) mode.
+pub const PN532_UART_BAUD: u32 = 115_200;
+
+/// Builds the libnfc connstring for a PN532 on a serial port.
+pub fn pn532_uart_connstring(port: &str) -> String {
+    format!("pn532_uart:{port}:{PN532_UART_BAUD}")
+}
 
 /// A contactless card reader, as the lane uses it: wait for a tap, read the payment
 /// application, watch for the card leaving.

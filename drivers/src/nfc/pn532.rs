@@ -15,6 +15,8 @@ use nfc1::{BaudRate, Modulation, ModulationType, Property};
 
 use super::emv::{self, ApduTransport};
 use super::{CardData, CardReader, DetectedCard, TransactionContext};
+#[cfg(test)]
+use super::pn532_uart_connstring;
 use crate::error::{DeviceError, DeviceStatus, ErrorKind};
 
 const DEVICE: &str = "nfc";
@@ -28,9 +30,6 @@ pub const APDU_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// word; the PN532's extended frames hold at most 264).
 pub const MAX_APDU_RESPONSE_BYTES: usize = 264;
 
-/// The default serial speed of a PN532 in HSU (UART) mode.
-pub const PN532_UART_BAUD: u32 = 115_200;
-
 /// SAK bit 6: the card speaks ISO 14443-4 (every contactless payment card does).
 const SAK_ISO14443_4: u8 = 0x20;
 
@@ -43,10 +42,6 @@ fn deadline_after(timeout: Duration) -> Instant {
     now.checked_add(timeout.min(MAX_WAIT)).unwrap_or(now)
 }
 
-/// Builds the libnfc connstring for a PN532 on a serial port.
-pub fn pn532_uart_connstring(port: &str) -> String {
-    format!("pn532_uart:{port}:{PN532_UART_BAUD}")
-}
 
 /// An open libnfc device. Field order matters: the device must close before its context.
 struct OpenDevice {

@@ -123,7 +123,7 @@ impl Pn532Emulator {
 
     /// The libnfc connstring for this emulator.
     pub fn connstring(&self) -> String {
-        crate::nfc::pn532::pn532_uart_connstring(&self.path.to_string_lossy())
+        crate::nfc::pn532_uart_connstring(&self.path.to_string_lossy())
     }
 
     /// Puts `card` in the field (replacing any card there).
