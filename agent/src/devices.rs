@@ -18,9 +18,10 @@ use lanepay_drivers::display::{
     CustomerDisplay, DisplayLabels, SerialDisplay, SerialDisplaySettings,
 };
 use lanepay_drivers::emulator::display::{DisplayEmulator, DisplayEmulatorSettings};
+use lanepay_drivers::emulator::nfc::Pn532Emulator;
 use lanepay_drivers::emulator::printer::{PrinterEmulator, PrinterEmulatorSettings};
 use lanepay_drivers::emulator::scanner::{ScannerEmulator, ScannerEmulatorSettings};
-use lanepay_drivers::nfc::Pn532Reader;
+use lanepay_drivers::nfc::{CardReader as _, Pn532Reader};
 use lanepay_drivers::printer::{ReceiptJob, ReceiptPrinter, SerialPrinter, SerialPrinterSettings};
 use lanepay_drivers::scanner::{
     ScannerEvent, ScannerFormat, ScannerThread, SerialScanner, SerialScannerSettings, Terminator,
@@ -40,6 +41,8 @@ pub struct Emulators {
     pub scanner: Option<ScannerEmulator>,
     pub display: Option<DisplayEmulator>,
     pub printer: Option<PrinterEmulator>,
+    /// The software PN532 (cards are tapped on it with `tap`).
+    pub nfc: Option<Pn532Emulator>,
 }
 
 impl std::fmt::Debug for Emulators {
@@ -48,6 +51,7 @@ impl std::fmt::Debug for Emulators {
             .field("scanner", &self.scanner.is_some())
             .field("display", &self.display.is_some())
             .field("printer", &self.printer.is_some())
+            .field("nfc", &self.nfc.is_some())
             .finish()
     }
 }
@@ -86,6 +90,7 @@ pub struct Devices {
     worker: Option<DeviceWorker>,
     pub emulators: Emulators,
     statuses: Arc<Mutex<BTreeMap<&'static str, DeviceStatusView>>>,
+    nfc_connstring: Option<String>,
 }
 
 /// The thread that drives the display and printer.
@@ -120,6 +125,12 @@ impl Devices {
             .lock()
             .map(|s| s.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The libnfc connection string of the card reader for the payments runtime: the configured
+    /// reader's, or the emulated PN532's (which exists only once the devices started).
+    pub fn nfc_connstring(&self) -> Option<String> {
+        self.nfc_connstring.clone()
     }
 
     /// Polls the display and printer now and returns once their status is reported (changes
@@ -183,7 +194,8 @@ fn encoding(config: lanepay_config::TextEncoding) -> TextEncoding {
     }
 }
 
-fn scanner_format(config: &lanepay_config::ScannerConfig) -> ScannerFormat {
+/// The line format the configured scanner sends (its emulator is made to send the same).
+pub fn scanner_format(config: &lanepay_config::ScannerConfig) -> ScannerFormat {
     ScannerFormat {
         terminator: match config.terminator {
             ScannerTerminator::Cr => Terminator::Cr,
@@ -221,6 +233,7 @@ pub fn start_with_polling(
     let (printer, printer_status) = open_printer(config, &mut emulators);
     report(lane, &statuses, "display", &display_status);
     report(lane, &statuses, "printer", &printer_status);
+    let nfc_connstring = start_nfc(config, lane, &statuses, &mut emulators);
     let worker = if display.is_some() || printer.is_some() {
         spawn_device_worker(
             lane.clone(),
@@ -240,7 +253,44 @@ pub fn start_with_polling(
         worker,
         emulators,
         statuses,
+        nfc_connstring,
     }
+}
+
+/// Starts the emulated PN532 when configured, looks at the reader once and reports it; returns
+/// its connection string. The payments runtime opens the reader for each tap and reports what
+/// goes wrong then, so the reader is not polled (a poll would take it from a card read).
+fn start_nfc(
+    config: &DevicesConfig,
+    lane: &LaneHandle,
+    statuses: &Mutex<BTreeMap<&'static str, DeviceStatusView>>,
+    emulators: &mut Emulators,
+) -> Option<String> {
+    let connstring = match config.nfc.driver {
+        NfcDriver::None => {
+            report(lane, statuses, "nfc", &DeviceStatus::NotConfigured);
+            return None;
+        }
+        NfcDriver::Libnfc => nfc_connstring(config),
+        NfcDriver::Emulator => match Pn532Emulator::spawn() {
+            Ok(emulator) => {
+                let connstring = emulator.connstring();
+                emulators.nfc = Some(emulator);
+                connstring
+            }
+            Err(error) => {
+                report(lane, statuses, "nfc", &unavailable(&error));
+                return None;
+            }
+        },
+    };
+    let status = match Pn532Reader::open(&connstring) {
+        Ok(mut reader) => reader.status(),
+        Err(error) => unavailable(&error),
+    };
+    report(lane, statuses, "nfc", &status);
+    // Kept even when the reader is not there now: the next tap tries again.
+    Some(connstring)
 }
 
 fn start_scanner(

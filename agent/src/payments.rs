@@ -177,6 +177,21 @@ pub async fn start_for_config(
     clock: Arc<dyn Clock>,
     pushes: Option<broadcast::Receiver<PushMessage>>,
 ) -> anyhow::Result<PaymentsRuntime> {
+    let nfc_connstring = (config.devices.nfc.driver == lanepay_config::NfcDriver::Libnfc)
+        .then(|| crate::devices::nfc_connstring(&config.devices));
+    start_with_card_reader(config, nfc_connstring, lane, key, clock, pushes).await
+}
+
+/// [`start_for_config`] with the card reader given: pass `Devices::nfc_connstring`, which is
+/// also the emulated PN532's (a training or demo lane) once `devices::start` made it.
+pub async fn start_with_card_reader(
+    config: &lanepay_config::AgentConfig,
+    nfc_connstring: Option<String>,
+    lane: LaneHandle,
+    key: ed25519_dalek::SigningKey,
+    clock: Arc<dyn Clock>,
+    pushes: Option<broadcast::Receiver<PushMessage>>,
+) -> anyhow::Result<PaymentsRuntime> {
     let uplink = crate::uplink_settings(config)?;
     let gateway: Option<Arc<dyn PaymentGateway>> = match &uplink {
         Some(settings) => Some(Arc::new(lanepay_sync::client::GatewayClient::new(
@@ -188,8 +203,6 @@ pub async fn start_for_config(
         )?)),
         None => None,
     };
-    let nfc_connstring = (config.devices.nfc.driver == lanepay_config::NfcDriver::Libnfc)
-        .then(|| crate::devices::nfc_connstring(&config.devices));
     let settings = PaymentsSettings {
         gateway_url: uplink.as_ref().map(|u| u.base_url.clone()),
         merchant_id: config.terminal.merchant_id.clone(),

@@ -427,3 +427,62 @@ fn status_polls_report_unplug_replug_and_paper_out_without_a_sale() {
     display.wait_for_lines("欢迎光临", "", DEADLINE).unwrap();
     assert!(printer.state().status_queries >= 3);
 }
+
+#[test]
+fn the_lane_reports_its_card_reader_and_hands_the_emulated_one_to_payments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AgentConfig::new_default(
+        "T0043",
+        "S001",
+        "M1001",
+        dir.path(),
+        "test-token-0123456789",
+    )
+    .unwrap();
+    let conn = store::open(&store::db_path(dir.path()), Durability::Full).unwrap();
+    let lane = Lane::open(
+        conn,
+        ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+        LaneSettings::from_config(&config),
+    )
+    .unwrap();
+    let handle = service::start(lane, Arc::new(ManualClock::new(1_795_000_000_000))).unwrap();
+    let mut events = handle.subscribe();
+
+    // Emulated: the lane makes a software PN532, libnfc opens it, and its path is the one
+    // the payments runtime gets.
+    let mut emulated = DevicesConfig::default();
+    emulated.nfc.driver = NfcDriver::Emulator;
+    let devices = start_with_polling(&emulated, &handle, "Test store", StatusPolling::Manual);
+    let seen = statuses_seen(&mut events);
+    assert_eq!(
+        state_of(&seen, "nfc").unwrap().state,
+        "ready",
+        "{seen:?}"
+    );
+    let emulator = devices.emulators.nfc.as_ref().unwrap();
+    assert_eq!(devices.nfc_connstring(), Some(emulator.connstring()));
+    assert!(
+        devices
+            .nfc_connstring()
+            .unwrap()
+            .starts_with("pn532_uart:/dev/pts/"),
+        "{:?}",
+        devices.nfc_connstring()
+    );
+    drop(devices);
+
+    // A configured reader that is not there: reported with the reason, kept for the next tap.
+    let mut missing = DevicesConfig::default();
+    missing.nfc.driver = NfcDriver::Libnfc;
+    missing.nfc.port = Some(dir.path().join("no-reader").display().to_string());
+    let devices = start_with_polling(&missing, &handle, "Test store", StatusPolling::Manual);
+    let seen = statuses_seen(&mut events);
+    let status = state_of(&seen, "nfc").unwrap();
+    assert_eq!(status.state, "unavailable", "{status:?}");
+    assert!(devices.emulators.nfc.is_none());
+    assert_eq!(
+        devices.nfc_connstring().unwrap(),
+        format!("pn532_uart:{}:115200", dir.path().join("no-reader").display())
+    );
+}

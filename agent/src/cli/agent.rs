@@ -51,7 +51,7 @@ async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()>
         .clone()
         .unwrap_or_else(|| format!("Store {}", config.terminal.store_id));
     // Kept alive until the lane stops; a missing device is reported, not fatal.
-    let _devices = lanepay_agent::devices::start(&config.devices, &handle, &store_name);
+    let devices = lanepay_agent::devices::start(&config.devices, &handle, &store_name);
     service::spawn_full_journal_check(
         store::db_path(&config.storage.data_dir),
         terminal_id.clone(),
@@ -75,8 +75,9 @@ async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()>
         }
     };
     // Payments: attempts left unresolved by a crash are resumed before anything else.
-    let payments = lanepay_agent::payments::start_for_config(
+    let payments = lanepay_agent::payments::start_with_card_reader(
         &config,
+        devices.nfc_connstring(),
         handle.clone(),
         key.clone(),
         clock.clone(),
@@ -108,6 +109,8 @@ async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()>
     if let Some(uplink) = uplink {
         uplink.join().await?;
     }
+    // The devices (and their emulators) stop last: nothing above uses them any more.
+    drop(devices);
     tracing::info!("lane stopped");
     Ok(())
 }
