@@ -6,8 +6,9 @@
 //!     driver (`SerialScanner` on its own thread, as the lane runs it) reads and decodes it and
 //!     hands the `Scanned` event to a channel. The kernel's pty and the driver, nothing else.
 //! (b) the lane: the same emulator and driver started by `devices::start_with_polling`, whose
-//!     scanner thread sends `Command::Scan` to the lane thread; the lane looks the product up,
-//!     changes the cart, commits it to SQLite and publishes `CartChanged`, which a subscriber of
+//!     scanner thread sends `Command::Scan` to the lane thread; the lane looks the product up
+//!     in the catalog (SQLite), changes the cart (in memory: a sale is written to the database
+//!     and the journal when it is paid or voided) and publishes `CartChanged`, which a subscriber of
 //!     the runtime's event stream (what the local API and the cashier screen read) receives.
 //!     The clock stops when that subscriber has the event.
 //!
@@ -138,7 +139,7 @@ impl DriverOnly {
     }
 }
 
-/// (b): emulator → pty → driver → lane thread (lookup, cart, SQLite) → event stream.
+/// (b): emulator → pty → driver → lane thread (catalog lookup, cart) → event stream.
 struct LanePath {
     handle: service::LaneHandle,
     devices: devices::Devices,
