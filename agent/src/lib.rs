@@ -10,6 +10,7 @@ pub mod api;
 pub mod clock;
 pub mod convert;
 pub mod devices;
+pub mod embedded_gateway;
 pub mod key;
 pub mod lane;
 pub mod local_api;
