@@ -11,6 +11,7 @@ pub mod clock;
 pub mod convert;
 pub mod devices;
 pub mod embedded_gateway;
+pub mod enrollment;
 pub mod key;
 pub mod lane;
 pub mod local_api;

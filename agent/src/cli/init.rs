@@ -1,11 +1,10 @@
-//! `lanepay init`: a lane's data directory, ready to run.
+//! `lanepay init`: a lane's data directory, ready to run (the work is
+//! `lanepay_agent::enrollment::init`).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
-use lanepay_agent::store::{self, catalog};
-use lanepay_config::AgentConfig;
+use lanepay_agent::enrollment;
 
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
@@ -28,58 +27,12 @@ pub struct InitArgs {
 
 /// Creates what is missing and leaves what exists alone; returns the configuration path.
 pub fn run(args: &InitArgs) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create {}", args.data.display()))?;
-    let data = std::fs::canonicalize(&args.data)?;
-    // The directory holds the terminal key, the API token and the sales: the lane's user only.
-    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .with_context(|| format!("cannot restrict {} to its owner", data.display()))?;
-    let config_path = lanepay_agent::config_path(&data);
-    if !config_path.exists() {
-        let mut config = AgentConfig::new_default(
-            &args.terminal_id,
-            &args.store_id,
-            &args.merchant_id,
-            &data,
-            random_token()?,
-        )?;
-        config.local_api =
-            lanepay_config::LocalApiConfig::new(args.listen, config.local_api.token().to_string());
-        config.validate(&config_path)?;
-        write_private(&config_path, &config.to_toml_string()?)?;
-    }
-    let config = AgentConfig::load(&config_path)?;
-    let (lane, key) = lanepay_agent::open_lane(&config)?;
-    if args.demo_catalog && catalog::count(lane.connection())? == 0 {
-        catalog::upsert(lane.connection(), &catalog::demo_products())?;
-    }
-    tracing::info!(
-        config = %config_path.display(),
-        public_key = %hex::encode(key.verifying_key().to_bytes()),
-        db = %store::db_path(&data).display(),
-        "lane initialised"
-    );
-    Ok(config_path)
-}
-
-fn random_token() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("no randomness for the API token: {e}"))?;
-    Ok(hex::encode(bytes))
-}
-
-/// The configuration holds the API token: only the lane's user may read it.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
+    enrollment::init(&enrollment::InitRequest {
+        data_dir: args.data.clone(),
+        terminal_id: args.terminal_id.clone(),
+        store_id: args.store_id.clone(),
+        merchant_id: args.merchant_id.clone(),
+        listen: args.listen,
+        demo_catalog: args.demo_catalog,
+    })
 }
