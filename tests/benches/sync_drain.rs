@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use ed25519_dalek::{Signature, Verifier};
 use lanepay_sync::journal::{EntryDraft, GENESIS_PREV_HASH};
 use lanepay_tests::terminal::{now_ms, sale_payload};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 /// Scratch space under the target directory: on the project's disk, never a tmpfs.
 const SCRATCH_ROOT: &str = env!("CARGO_TARGET_TMPDIR");
@@ -132,19 +132,22 @@ fn main() -> anyhow::Result<()> {
     let generation = Instant::now();
     let mut expected_cash_fen = 0i64;
     let mut payload_bytes = 0;
+    let last_seq;
     {
         // The journal table exactly as the lane appends to it (agent/src/store/journal.rs),
         // in one transaction.
         let mut conn = Connection::open(&db_path)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at_ms = now_ms();
-        let mut prev_hash = GENESIS_PREV_HASH;
+        // Enrollment journals the store configuration it applied: the backlog follows it.
+        let (head_seq, mut prev_hash) = journal_head(&tx)?;
         {
             let mut insert = tx.prepare(
                 "INSERT INTO journal (seq, terminal_id, kind, created_at_ms, prev_hash, payload, hash, signature)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for n in 1..=entries {
+                let seq = head_seq + n;
                 let amount_fen = 100 + i64::try_from(n % 5_000)?;
                 expected_cash_fen += amount_fen;
                 let payload = sale_payload(
@@ -157,7 +160,7 @@ fn main() -> anyhow::Result<()> {
                 payload_bytes = payload.len();
                 let entry = EntryDraft {
                     terminal_id: terminal_id.clone(),
-                    seq: n,
+                    seq,
                     kind: "sale_completed".into(),
                     created_at_ms: at_ms,
                     prev_hash,
@@ -166,7 +169,7 @@ fn main() -> anyhow::Result<()> {
                 .sign(&key)?;
                 prev_hash = entry.hash;
                 insert.execute(params![
-                    i64::try_from(n)?,
+                    i64::try_from(seq)?,
                     entry.terminal_id,
                     entry.kind,
                     entry.created_at_ms,
@@ -178,6 +181,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         tx.commit()?;
+        last_seq = head_seq + entries;
     }
     println!(
         "  {entries} entries ({payload_bytes} payload bytes each) written in {:.1?}",
@@ -211,11 +215,11 @@ fn main() -> anyhow::Result<()> {
         if stored > 0 && first_stored_at.is_none() {
             first_stored_at = Some(started.elapsed());
         }
-        if stored >= entries {
+        if stored >= last_seq {
             break started.elapsed();
         }
         if started.elapsed() > DRAIN_TIMEOUT {
-            bail!("the gateway stored {stored} of {entries} in {DRAIN_TIMEOUT:?}");
+            bail!("the gateway stored up to seq {stored} of {last_seq} in {DRAIN_TIMEOUT:?}");
         }
         if let Some(status) = lane_process.child.try_wait()? {
             bail!(
@@ -240,7 +244,7 @@ fn main() -> anyhow::Result<()> {
         "| backlog | {entries} entries of {payload_bytes} payload bytes (a one-line cash sale) | — | |"
     );
     println!(
-        "| drain: agent spawn → gateway last_acknowledged_seq = {entries} | {drained_in:.2?} (first entry stored after {:.2?}) | — | |",
+        "| drain: agent spawn → gateway last_acknowledged_seq = {last_seq} | {drained_in:.2?} (first entry stored after {:.2?}) | — | |",
         first_stored_at.unwrap_or_default()
     );
     println!(
@@ -385,6 +389,25 @@ fn raw_verify_rate(db: &Path, key: &ed25519_dalek::VerifyingKey) -> anyhow::Resu
     Ok(u64::try_from(
         pairs.len() as u128 * 1_000_000 / elapsed.as_micros().max(1),
     )?)
+}
+
+/// The lane journal's last sequence number and hash (0 and the genesis hash when empty).
+fn journal_head(conn: &Connection) -> anyhow::Result<(u64, [u8; 32])> {
+    let head: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    match head {
+        None => Ok((0, GENESIS_PREV_HASH)),
+        Some((seq, hash)) => Ok((
+            u64::try_from(seq)?,
+            hash.try_into()
+                .map_err(|_| anyhow::anyhow!("the journal's last hash is not 32 bytes"))?,
+        )),
+    }
 }
 
 fn gateway_last_seq(terminals_db: &Path, terminal_id: &str) -> anyhow::Result<u64> {
