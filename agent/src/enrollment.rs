@@ -205,6 +205,25 @@ fn apply_initial_config(
     }
 }
 
+/// Points an enrolled lane at `gateway_url` (the same gateway at a new address: the embedded
+/// gateway of the demo listens on a new port each run). The gateway key stays what it was.
+pub fn set_gateway_url(config_path: &Path, gateway_url: &str) -> anyhow::Result<()> {
+    lanepay_sync::client::check_url(gateway_url)?;
+    let mut config = AgentConfig::load(config_path)?;
+    let Some(gateway) = config.gateway.as_mut() else {
+        bail!(
+            "{} names no gateway: enroll the lane first",
+            config_path.display()
+        );
+    };
+    if gateway.url == gateway_url {
+        return Ok(());
+    }
+    gateway.url = gateway_url.to_string();
+    config.validate(config_path)?;
+    replace_file(config_path, &config.to_toml_string()?)
+}
+
 /// What an enrolled lane's configuration says about it, for the person enrolling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrolledLane {

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod clock;
 pub mod convert;
+pub mod demo;
 pub mod devices;
 pub mod embedded_gateway;
 pub mod enrollment;
