@@ -34,6 +34,8 @@ const STEP_DEADLINE: Duration = Duration::from_secs(30);
 const LOOK_AGAIN: Duration = Duration::from_millis(50);
 /// Number of sales the demo runs (for the `[n/N]` prefix).
 const SALES: usize = 8;
+/// The store name the receipts and the pole display show.
+const DEMO_STORE_NAME: &str = "Lanepay demo store";
 
 const COLA: &str = "6901234567892";
 const WATER: &str = "6920000000012";
@@ -403,12 +405,7 @@ impl DemoLane {
         let (lane, key) = crate::open_lane(config)?;
         let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
         let handle = service::start(lane, clock.clone())?;
-        let store_name = config
-            .terminal
-            .name
-            .clone()
-            .unwrap_or_else(|| "Lanepay demo store".into());
-        let devices = crate::devices::start(&config.devices, &handle, &store_name);
+        let devices = crate::devices::start(&config.devices, &handle, DEMO_STORE_NAME);
         let states: Vec<String> = devices
             .statuses()
             .iter()
@@ -702,15 +699,11 @@ impl DemoLane {
             .await?;
         for entry in tail["entries"].as_array().into_iter().flatten() {
             let hash = entry["hash"].as_str().unwrap_or("");
-            let total = entry["payload"]
-                .get("total_fen")
-                .and_then(Value::as_i64)
-                .map(yuan);
             println!(
-                "#{:<5} {:<20} total {:<9} hash {}…",
+                "#{:<5} {:<18} {:<32} hash {}…",
                 entry["seq"],
                 entry["kind"].as_str().unwrap_or(""),
-                total.unwrap_or_else(|| "-".into()),
+                entry_summary(&entry["payload"]),
                 &hash[..hash.len().min(16)]
             );
         }
@@ -930,6 +923,32 @@ fn amount_ending_in_91(total_fen: i64) -> i64 {
     } else {
         candidate - 100
     }
+}
+
+/// A journal entry's payload in a few words: its amount and what it says happened.
+fn entry_summary(payload: &Value) -> String {
+    let amount = ["total_fen", "amount_fen"]
+        .iter()
+        .find_map(|field| payload.get(*field).and_then(Value::as_i64))
+        .map(|fen| format!("{} yuan", yuan(fen)));
+    let detail = match (
+        payload.get("method").and_then(Value::as_str),
+        payload.get("state").and_then(Value::as_str),
+        payload.get("approved").and_then(Value::as_bool),
+    ) {
+        (Some(method), Some(state), _) => Some(format!("{method} {state}")),
+        (_, _, Some(true)) => Some("approved".to_string()),
+        (_, _, Some(false)) => Some("declined".to_string()),
+        _ => payload
+            .get("receipt_no")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    };
+    [amount, detail]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// How many units a cart view holds (every demo item is sold by the unit).
