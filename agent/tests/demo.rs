@@ -257,3 +257,75 @@ fn the_headless_demo_sells_with_every_method_twice_on_the_same_lane() {
     assert_sales(&second);
     assert_databases(&data, 2);
 }
+
+/// The embedded gateway on a manual clock (as payment tests use it): tokens, the clock, and
+/// suspend/resume on the same address with the lane-facing API really gone in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_gateway_moves_its_clock_and_suspends_on_the_same_port() {
+    use lanepay_agent::embedded_gateway::{EmbeddedGateway, EmbeddedOptions};
+    const START_MS: i64 = 1_795_000_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions {
+        data_dir: dir.path().join("gateway"),
+        manual_clock_start_ms: Some(START_MS),
+    };
+    let mut gateway = EmbeddedGateway::start(options.clone()).await.unwrap();
+    let base = gateway.base_url().to_string();
+    let http = reqwest::Client::new();
+    let clock = |body: serde_json::Value| body["now_ms"].as_i64().unwrap();
+    let now: serde_json::Value = http
+        .get(format!("{base}/test/clock"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(clock(now), START_MS);
+    gateway.advance_ms(5_000).unwrap();
+    assert_eq!(gateway.now_ms(), START_MS + 5_000);
+    assert!(gateway.advance_ms(-1).is_err());
+    let token = gateway.enrollment_token().unwrap();
+    assert!(token.starts_with("lpe_"), "{token}");
+    assert_ne!(gateway.enrollment_token().unwrap(), token);
+
+    gateway.suspend().await.unwrap();
+    assert!(!gateway.is_serving());
+    assert!(http.get(format!("{base}/test/clock")).send().await.is_err());
+    gateway.resume().await.unwrap();
+    assert_eq!(gateway.base_url(), base);
+    let now: serde_json::Value = http
+        .get(format!("{base}/test/clock"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(clock(now), START_MS + 5_000);
+    let key = gateway.public_key_hex();
+    gateway.stop().await.unwrap();
+
+    // A reused directory keeps its keys and its one demo merchant.
+    let again = EmbeddedGateway::start(options).await.unwrap();
+    assert_eq!(again.public_key_hex(), key);
+    again.stop().await.unwrap();
+    let merchants = read_only(&dir.path().join("gateway/gateway.sqlite"));
+    assert_eq!(
+        query_i64(
+            &merchants,
+            "SELECT COUNT(*) FROM merchants WHERE merchant_id = 'M1001'"
+        ),
+        1
+    );
+
+    // The system clock cannot be moved.
+    let system = EmbeddedGateway::start(EmbeddedOptions {
+        data_dir: dir.path().join("system"),
+        manual_clock_start_ms: None,
+    })
+    .await
+    .unwrap();
+    assert!(system.advance_ms(1).is_err());
+    system.stop().await.unwrap();
+}
