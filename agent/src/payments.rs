@@ -133,6 +133,21 @@ pub async fn start(
     settings: PaymentsSettings,
     pushes: Option<broadcast::Receiver<PushMessage>>,
 ) -> Result<PaymentsRuntime, CommandError> {
+    let events = lane.subscribe();
+    start_subscribed(lane, events, gateway, clock, settings, pushes).await
+}
+
+/// [`start`] with the lane's events subscribed to already: the uplink (started just before)
+/// publishes that the link is up once, when it connects, and a runtime that subscribed after
+/// that would think the lane offline until the link changed again.
+async fn start_subscribed(
+    lane: LaneHandle,
+    events: broadcast::Receiver<Event>,
+    gateway: Option<Arc<dyn PaymentGateway>>,
+    clock: Arc<dyn Clock>,
+    settings: PaymentsSettings,
+    pushes: Option<broadcast::Receiver<PushMessage>>,
+) -> Result<PaymentsRuntime, CommandError> {
     let (wake, _) = watch::channel(0u64);
     let online = Arc::new(AtomicBool::new(false));
     let context = PaymentContext {
@@ -158,7 +173,6 @@ pub async fn start(
         card_reading: None,
         refund_retry_at: HashMap::new(),
     };
-    let events = lane.subscribe();
     let task = tokio::spawn(supervisor.run(events, pushes));
     Ok(PaymentsRuntime {
         wake,
@@ -192,6 +206,7 @@ pub async fn start_with_card_reader(
     clock: Arc<dyn Clock>,
     pushes: Option<broadcast::Receiver<PushMessage>>,
 ) -> anyhow::Result<PaymentsRuntime> {
+    let events = lane.subscribe();
     let uplink = crate::uplink_settings(config)?;
     let gateway: Option<Arc<dyn PaymentGateway>> = match &uplink {
         Some(settings) => Some(Arc::new(lanepay_sync::client::GatewayClient::new(
@@ -209,7 +224,7 @@ pub async fn start_with_card_reader(
         gateway_key: uplink.as_ref().map(|u| u.gateway_key),
         nfc_connstring,
     };
-    start(lane, gateway, clock, settings, pushes)
+    start_subscribed(lane, events, gateway, clock, settings, pushes)
         .await
         .map_err(|e| anyhow::anyhow!("cannot start the payments runtime: {}", e.message))
 }
@@ -503,10 +518,23 @@ impl Driver {
                     continue;
                 }
                 let (call, request) = self.request_for(call, &record).await;
+                let online_card = match (&request, record.attempt.flow) {
+                    (GatewayRequest::PayCard(card), Flow::CardOnline) => {
+                        serde_json::to_string(&card.card).ok()
+                    }
+                    _ => None,
+                };
                 let outcome = match self.gateway.call(request, self.clock.now_ms()).await {
                     Ok(view) => {
                         self.online.store(true, Ordering::SeqCst);
                         outcome_of(&view)
+                    }
+                    Err(PaymentCallError::NotSent(detail)) if online_card.is_some() => {
+                        // The authorisation surely never left: store the card offline instead
+                        // of failing the tender (same attempt, so it cannot charge twice).
+                        self.store_unreachable_card(online_card.unwrap_or_default(), detail)
+                            .await;
+                        continue;
                     }
                     Err(error) => outcome_of_error(error),
                 };
@@ -515,6 +543,20 @@ impl Driver {
                 continue;
             }
             self.wait(record.attempt.wake_at_ms()).await;
+        }
+    }
+
+    async fn store_unreachable_card(&self, sealed_json: String, detail: String) {
+        tracing::warn!(attempt = %self.attempt_id, %detail, "the gateway is unreachable for an online card: storing it offline");
+        let attempt_id = self.attempt_id.clone();
+        let result = self
+            .lane
+            .with_lane(move |lane, now_ms, events| {
+                lane.store_unreachable_card(&attempt_id, sealed_json, &detail, now_ms, events)
+            })
+            .await;
+        if let Ok(Err(error)) = result {
+            tracing::error!(attempt = %self.attempt_id, reason = %error.message, "the unreachable card could not be stored");
         }
     }
 

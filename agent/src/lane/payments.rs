@@ -415,6 +415,67 @@ impl Lane {
         }
     }
 
+    /// An online card payment whose authorisation surely never reached the gateway (the
+    /// connection was refused although the lane thought it was online): the same attempt (same
+    /// out_trade_no, so nothing can be charged twice) becomes a stored card within the offline
+    /// limits instead of failing the tender, or fails with the limit's reason.
+    pub fn store_unreachable_card(
+        &mut self,
+        attempt_id: &str,
+        sealed_json: String,
+        detail: &str,
+        now_ms: i64,
+        events: &mut Vec<Event>,
+    ) -> Result<PaymentStep, CommandError> {
+        let mut record = rows::load(&self.conn, attempt_id)
+            .map_err(storage_error)?
+            .ok_or_else(|| {
+                CommandError::new("not_found", format!("no payment attempt {attempt_id}"))
+            })?;
+        if record.attempt.flow != Flow::CardOnline || record.attempt.state != AttemptState::Sending
+        {
+            return Err(CommandError::new(
+                "not_allowed",
+                format!("payment {attempt_id} is not an online card waiting for its first answer"),
+            ));
+        }
+        let limits = self.offline_card_limits();
+        let stored = rows::stored_cards(&self.conn).map_err(storage_error)?;
+        if let Err(refusal) = decide_offline_card(&limits, &stored, record.attempt.amount, now_ms) {
+            let timings = self.payment_timings();
+            let effects = record.attempt.step(
+                Input::Answer {
+                    call: Call::Pay,
+                    outcome: lanepay_checkout::payment::Outcome::NotSent {
+                        detail: detail.to_string(),
+                    },
+                },
+                &timings,
+                now_ms,
+            );
+            record.attempt.message = Some(format!(
+                "the gateway could not be reached ({detail}) and the card cannot be stored offline: {refusal}. Nothing was charged; take cash or show the offline QR"
+            ));
+            self.commit_attempt(&mut record, &effects, false, now_ms, events)?;
+            return Ok(PaymentStep {
+                record,
+                calls: Vec::new(),
+            });
+        }
+        let (mut attempt, effects) =
+            PaymentAttempt::store_card(record.attempt.id.clone(), record.attempt.amount, now_ms);
+        attempt.message = Some(format!(
+            "the gateway could not be reached ({detail}): stored offline, forwarded when it is back"
+        ));
+        record.attempt = attempt;
+        record.sealed_card = Some(sealed_json);
+        self.commit_attempt(&mut record, &effects, false, now_ms, events)?;
+        Ok(PaymentStep {
+            record,
+            calls: Vec::new(),
+        })
+    }
+
     /// The card read for `request_no` failed (no tap in time, a card that would not read).
     pub fn card_read_failed(&mut self, request_no: u64, message: String, events: &mut Vec<Event>) {
         if let Some(request) = self

@@ -140,7 +140,7 @@ pub fn save(conn: &Connection, record: &AttemptRecord, now_ms: i64) -> Result<()
     conn.prepare_cached(&format!(
         "INSERT INTO payment_attempts ({COLUMNS}, updated_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
-         ON CONFLICT (attempt_id) DO UPDATE SET state = excluded.state, reference = excluded.reference,
+         ON CONFLICT (attempt_id) DO UPDATE SET flow = excluded.flow, state = excluded.state, reference = excluded.reference,
              masked_pan = excluded.masked_pan, sealed_card = excluded.sealed_card, qr_text = excluded.qr_text,
              message = excluded.message, tender_id = excluded.tender_id,
              cancel_requested = excluded.cancel_requested, tender_applied = excluded.tender_applied,
