@@ -74,6 +74,9 @@ pub enum Command {
     },
     /// Who is signed in and the open shift's figures so far: the X report.
     ShiftReport,
+    /// Prints the open shift's X report, or the last closed shift's Z report, on the receipt
+    /// printer (the lane sends `ShiftReportToPrint` to its devices).
+    PrintShiftReport,
     /// Registers a cashier (setup and demo).
     AddCashier {
         cashier_id: String,
@@ -191,6 +194,10 @@ pub enum Event {
         amount: String,
         masked_pan: Option<String>,
         reason: String,
+    },
+    /// An X or Z report for the receipt printer, as lines.
+    ShiftReportToPrint {
+        lines: Vec<String>,
     },
 }
 

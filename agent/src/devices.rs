@@ -470,7 +470,10 @@ fn spawn_device_worker(
                 };
                 let followed = matches!(
                     event,
-                    Event::CartChanged(_) | Event::SaleCompleted(_) | Event::SaleVoided { .. }
+                    Event::CartChanged(_)
+                        | Event::SaleCompleted(_)
+                        | Event::SaleVoided { .. }
+                        | Event::ShiftReportToPrint { .. }
                 );
                 // A send fails once the device thread stopped: then this thread is done too.
                 if followed && forward.send(DeviceWork::Lane(Box::new(event))).is_err() {
@@ -592,6 +595,21 @@ fn follow(
                 .unwrap_or_else(|e| unavailable(&e));
             report(lane, statuses, "display", &status);
         }
+    }
+    if let (Some(printer), Event::ShiftReportToPrint { lines }) = (devices.printer.as_mut(), event)
+    {
+        let job = ReceiptJob {
+            title: Some(devices.store_name.clone()),
+            lines: lines.clone(),
+            qr_payload: None,
+            cut: true,
+            kick_drawer: false,
+        };
+        let status = match printer.print(&job) {
+            Ok(()) => printer.port_mut().status().clone(),
+            Err(error) => unavailable(&error),
+        };
+        report(lane, statuses, "printer", &status);
     }
     if let (Some(printer), Event::SaleCompleted(sale)) = (devices.printer.as_mut(), event) {
         let lines = match lane.execute_blocking(Command::Receipt {

@@ -315,6 +315,13 @@ impl Lane {
                     .map(Reply::Shift)
             }
             Command::ShiftReport => crate::shift::report(&self.conn, now_ms).map(Reply::Shift),
+            Command::PrintShiftReport => {
+                let shown = crate::shift::report_to_print(&self.conn, now_ms)?;
+                events.push(Event::ShiftReportToPrint {
+                    lines: shown.report_lines.clone(),
+                });
+                Ok(Reply::Shift(shown))
+            }
             Command::AddCashier {
                 cashier_id,
                 name,

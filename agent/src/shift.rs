@@ -10,11 +10,14 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use ed25519_dalek::SigningKey;
 use lanepay_checkout::Money;
 use lanepay_sync::payload::{ShiftClosed, ShiftOpened, kind};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{CommandError, Event};
+use crate::store::shifts::{self, ShiftClose, ShiftRow};
 use crate::store::{StoreError, journal};
+
+pub use crate::store::shifts::{ShiftFigures, figures};
 
 /// Failed PIN attempts in a row before a cashier is locked out.
 pub const MAX_FAILED_ATTEMPTS: i64 = 5;
@@ -53,27 +56,6 @@ pub struct ShiftView {
     pub by_method: Vec<(String, String)>,
     /// The report as printable lines (X while open, Z once closed).
     pub report_lines: Vec<String>,
-}
-
-/// A cashier's open or closed shift as stored.
-#[derive(Debug, Clone)]
-struct ShiftRow {
-    shift_id: String,
-    cashier_id: String,
-    opened_at_ms: i64,
-    opening_float_fen: i64,
-    closed_at_ms: Option<i64>,
-    counted_fen: Option<i64>,
-}
-
-/// What the drawer should hold, from the rows of a time window.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ShiftFigures {
-    pub cash_sales_fen: i64,
-    pub cash_refunds_fen: i64,
-    pub sales_count: u64,
-    pub refunds_count: u64,
-    pub by_method: Vec<(String, i64)>,
 }
 
 /// What shift commands need from the lane.
@@ -173,24 +155,13 @@ pub fn add_cashier(
         ));
     }
     check_pin_format(pin)?;
-    let exists: bool = conn
-        .query_row(
-            "SELECT count(*) > 0 FROM cashiers WHERE cashier_id = ?1",
-            [cashier_id],
-            |r| r.get(0),
-        )
-        .map_err(storage)?;
-    if exists {
+    if shifts::cashier_exists(conn, cashier_id).map_err(storage)? {
         return Err(not_allowed(format!(
             "cashier {cashier_id} exists already; choose another id"
         )));
     }
     let hash = hash_pin(pin)?;
-    conn.execute(
-        "INSERT INTO cashiers (cashier_id, name, pin_hash) VALUES (?1, ?2, ?3)",
-        params![cashier_id, name, hash],
-    )
-    .map_err(storage)?;
+    shifts::insert_cashier(conn, cashier_id, name, &hash).map_err(storage)?;
     tracing::info!(cashier_id, "cashier added");
     view(conn, None)
 }
@@ -208,16 +179,14 @@ pub fn sign_in(
             "cashier id or PIN is wrong; check them and try again",
         )
     };
-    let found: Option<(String, i64, Option<i64>)> = conn
-        .query_row(
-            "SELECT pin_hash, failed_attempts, locked_until_ms FROM cashiers WHERE cashier_id = ?1",
-            [cashier_id.trim()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()
-        .map_err(storage)?;
+    let found = shifts::credentials(conn, cashier_id.trim()).map_err(storage)?;
     // An unknown id costs the same hash as a known one, so timing does not tell ids apart.
-    let Some((stored_hash, failed, locked_until_ms)) = found else {
+    let Some(shifts::CashierCredentials {
+        pin_hash: stored_hash,
+        failed_attempts: failed,
+        locked_until_ms,
+    }) = found
+    else {
         let _ = pin_matches(pin, &hash_pin("0000")?);
         return Err(wrong());
     };
@@ -239,11 +208,8 @@ pub fn sign_in(
         } else {
             (failed, None)
         };
-        conn.execute(
-            "UPDATE cashiers SET failed_attempts = ?2, locked_until_ms = ?3 WHERE cashier_id = ?1",
-            params![cashier_id.trim(), failed, locked_until],
-        )
-        .map_err(storage)?;
+        shifts::set_failed_attempts(conn, cashier_id.trim(), failed, locked_until)
+            .map_err(storage)?;
         if locked_until.is_some() {
             return Err(CommandError::new(
                 "locked",
@@ -256,7 +222,7 @@ pub fn sign_in(
         return Err(wrong());
     }
     let cashier_id = cashier_id.trim();
-    if let Some(open) = open_shift(conn).map_err(storage)?
+    if let Some(open) = shifts::open_shift(conn).map_err(storage)?
         && open.cashier_id != cashier_id
     {
         return Err(not_allowed(format!(
@@ -264,18 +230,8 @@ pub fn sign_in(
             open.cashier_id
         )));
     }
-    conn.execute(
-        "UPDATE cashiers SET failed_attempts = 0, locked_until_ms = NULL WHERE cashier_id = ?1",
-        [cashier_id],
-    )
-    .map_err(storage)?;
-    conn.execute(
-        "INSERT INTO cashier_session (id, cashier_id, signed_in_at_ms) VALUES (1, ?1, ?2)
-         ON CONFLICT (id) DO UPDATE SET cashier_id = excluded.cashier_id,
-                                        signed_in_at_ms = excluded.signed_in_at_ms",
-        params![cashier_id, now_ms],
-    )
-    .map_err(storage)?;
+    shifts::set_failed_attempts(conn, cashier_id, 0, None).map_err(storage)?;
+    shifts::start_session(conn, cashier_id, now_ms).map_err(storage)?;
     tracing::info!(cashier_id, "cashier signed in");
     report(conn, now_ms)
 }
@@ -287,8 +243,7 @@ pub fn sign_out(conn: &Connection, sale_in_progress: bool) -> Result<ShiftView, 
             "finish or void the sale in progress before signing out",
         ));
     }
-    conn.execute("DELETE FROM cashier_session", [])
-        .map_err(storage)?;
+    shifts::end_session(conn).map_err(storage)?;
     view(conn, None)
 }
 
@@ -302,7 +257,7 @@ pub fn open(
 ) -> Result<ShiftView, CommandError> {
     let float = parse_amount(float, "opening float")?;
     let cashier_id = signed_in(conn)?;
-    if let Some(open) = open_shift(conn).map_err(storage)? {
+    if let Some(open) = shifts::open_shift(conn).map_err(storage)? {
         return Err(not_allowed(format!(
             "shift {} is already open; close it before opening another",
             open.shift_id
@@ -311,20 +266,8 @@ pub fn open(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(storage)?;
-    let shift_no: i64 = tx
-        .query_row(
-            "SELECT coalesce(max(shift_no), 0) + 1 FROM shifts",
-            [],
-            |r| r.get(0),
-        )
+    let shift_id = shifts::insert_shift(&tx, context.terminal_id, &cashier_id, now_ms, float.fen())
         .map_err(storage)?;
-    let shift_id = format!("{}-S{shift_no:05}", context.terminal_id);
-    tx.execute(
-        "INSERT INTO shifts (shift_no, shift_id, cashier_id, opened_at_ms, opening_float_fen)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![shift_no, shift_id, cashier_id, now_ms, float.fen()],
-    )
-    .map_err(storage)?;
     let payload = ShiftOpened {
         shift_id: shift_id.clone(),
         cashier_id: cashier_id.clone(),
@@ -351,7 +294,7 @@ pub fn close(
 ) -> Result<ShiftView, CommandError> {
     let counted = parse_amount(counted, "counted cash")?;
     let cashier_id = signed_in(conn)?;
-    let Some(shift) = open_shift(conn).map_err(storage)? else {
+    let Some(shift) = shifts::open_shift(conn).map_err(storage)? else {
         return Err(not_allowed("there is no open shift to close"));
     };
     if shift.cashier_id != cashier_id {
@@ -370,12 +313,13 @@ pub fn close(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(storage)?;
-    tx.execute(
-        "UPDATE shifts SET closed_at_ms = ?2, expected_fen = ?3, counted_fen = ?4
-         WHERE shift_id = ?1 AND closed_at_ms IS NULL",
-        params![shift.shift_id, now_ms, expected, counted.fen()],
-    )
-    .map_err(storage)?;
+    let row_close = ShiftClose {
+        shift_id: &shift.shift_id,
+        closed_at_ms: now_ms,
+        expected_fen: expected,
+        counted_fen: counted.fen(),
+    };
+    shifts::close_shift(&tx, &row_close).map_err(storage)?;
     let payload = ShiftClosed {
         shift_id: shift.shift_id.clone(),
         cashier_id: cashier_id.clone(),
@@ -413,13 +357,32 @@ pub fn close(
 
 /// The current state; with an open shift, its X report (figures so far).
 pub fn report(conn: &Connection, now_ms: i64) -> Result<ShiftView, CommandError> {
-    match open_shift(conn).map_err(storage)? {
+    match shifts::open_shift(conn).map_err(storage)? {
         Some(shift) => {
             let figures = figures(conn, shift.opened_at_ms, now_ms).map_err(storage)?;
             view(conn, Some((shift, figures)))
         }
         None => view(conn, None),
     }
+}
+
+/// The report to print: the open shift's X report, or else the Z report of the shift closed
+/// last (its figures recomputed from the same rows as at its close).
+pub fn report_to_print(conn: &Connection, now_ms: i64) -> Result<ShiftView, CommandError> {
+    if let Some(shift) = shifts::open_shift(conn).map_err(storage)? {
+        let figures = figures(conn, shift.opened_at_ms, now_ms).map_err(storage)?;
+        return view(conn, Some((shift, figures)));
+    }
+    let Some(closed) = shifts::last_closed_shift(conn).map_err(storage)? else {
+        return Err(not_allowed(
+            "there is no shift to report yet: open a shift first",
+        ));
+    };
+    let closed_at_ms = closed.closed_at_ms.unwrap_or(now_ms);
+    let figures = figures(conn, closed.opened_at_ms, closed_at_ms).map_err(storage)?;
+    let mut shown = view(conn, Some((closed, figures)))?;
+    shown.state = "closed".into();
+    Ok(shown)
 }
 
 fn append<T: Serialize>(
@@ -434,97 +397,15 @@ fn append<T: Serialize>(
 }
 
 fn signed_in(conn: &Connection) -> Result<String, CommandError> {
-    conn.query_row(
-        "SELECT cashier_id FROM cashier_session WHERE id = 1",
-        [],
-        |r| r.get(0),
-    )
-    .optional()
-    .map_err(storage)?
-    .ok_or_else(|| not_allowed("no cashier is signed in: sign in with your id and PIN"))
-}
-
-fn open_shift(conn: &Connection) -> Result<Option<ShiftRow>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT shift_id, cashier_id, opened_at_ms, opening_float_fen, closed_at_ms, counted_fen
-             FROM shifts WHERE closed_at_ms IS NULL",
-            [],
-            |r| {
-                Ok(ShiftRow {
-                    shift_id: r.get(0)?,
-                    cashier_id: r.get(1)?,
-                    opened_at_ms: r.get(2)?,
-                    opening_float_fen: r.get(3)?,
-                    closed_at_ms: r.get(4)?,
-                    counted_fen: r.get(5)?,
-                })
-            },
-        )
-        .optional()?)
+    shifts::signed_in(conn)
+        .map_err(storage)?
+        .map(|(cashier_id, _)| cashier_id)
+        .ok_or_else(|| not_allowed("no cashier is signed in: sign in with your id and PIN"))
 }
 
 /// Whether a shift is open, for checks before selling.
 pub fn has_open_shift(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(open_shift(conn)?.is_some())
-}
-
-/// Cash in and out and the takings per method between `from_ms` (inclusive) and `to_ms`
-/// (inclusive). Tenders of voided sales are left out: their cash was handed back.
-pub fn figures(conn: &Connection, from_ms: i64, to_ms: i64) -> Result<ShiftFigures, StoreError> {
-    let mut by_method: Vec<(String, i64)> = Vec::new();
-    let mut statement = conn.prepare(
-        "SELECT t.method, sum(t.amount_fen) FROM tenders t JOIN sales s ON s.sale_id = t.sale_id
-         WHERE s.state != 'voided' AND t.at_ms BETWEEN ?1 AND ?2
-         GROUP BY t.method ORDER BY t.method",
-    )?;
-    let taken = statement.query_map([from_ms, to_ms], |r| {
-        Ok((r.get::<_, String>(0)?, r.get(1)?))
-    })?;
-    for row in taken {
-        by_method.push(row?);
-    }
-    let mut statement = conn.prepare(
-        "SELECT rt.method, sum(rt.amount_fen) FROM refund_tenders rt
-         JOIN refunds r ON r.refund_id = rt.refund_id
-         WHERE r.at_ms BETWEEN ?1 AND ?2 GROUP BY rt.method",
-    )?;
-    let refunded = statement
-        .query_map([from_ms, to_ms], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let cash_sales_fen = by_method
-        .iter()
-        .find(|(method, _)| method == "cash")
-        .map_or(0, |(_, fen)| *fen);
-    let cash_refunds_fen = refunded
-        .iter()
-        .find(|(method, _)| method == "cash")
-        .map_or(0, |(_, fen)| *fen);
-    for (method, fen) in refunded {
-        match by_method.iter_mut().find(|(m, _)| *m == method) {
-            Some((_, taken)) => *taken -= fen,
-            None => by_method.push((method, -fen)),
-        }
-    }
-    let sales_count: i64 = conn.query_row(
-        "SELECT count(*) FROM sales WHERE state = 'completed' AND completed_at_ms BETWEEN ?1 AND ?2",
-        [from_ms, to_ms],
-        |r| r.get(0),
-    )?;
-    let refunds_count: i64 = conn.query_row(
-        "SELECT count(*) FROM refunds WHERE at_ms BETWEEN ?1 AND ?2",
-        [from_ms, to_ms],
-        |r| r.get(0),
-    )?;
-    Ok(ShiftFigures {
-        cash_sales_fen,
-        cash_refunds_fen,
-        sales_count: u64::try_from(sales_count).unwrap_or(0),
-        refunds_count: u64::try_from(refunds_count).unwrap_or(0),
-        by_method,
-    })
+    Ok(shifts::open_shift(conn)?.is_some())
 }
 
 fn yuan(fen: i64) -> String {
@@ -535,18 +416,10 @@ fn view(
     conn: &Connection,
     shift: Option<(ShiftRow, ShiftFigures)>,
 ) -> Result<ShiftView, CommandError> {
-    let cashier: Option<(String, String)> = conn
-        .query_row(
-            "SELECT c.cashier_id, c.name FROM cashier_session s
-             JOIN cashiers c ON c.cashier_id = s.cashier_id WHERE s.id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(storage)?;
+    let cashier = shifts::signed_in(conn).map_err(storage)?;
     let shift = match shift {
         Some(shift) => Some(shift),
-        None => open_shift(conn)
+        None => shifts::open_shift(conn)
             .map_err(storage)?
             .map(|row| (row, ShiftFigures::default())),
     };

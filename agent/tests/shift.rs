@@ -4,12 +4,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use lanepay_agent::api::{Command, CommandError, RefundLineSpec, Reply, ShiftView};
+use lanepay_agent::clock::ManualClock;
+use lanepay_agent::devices::{self, Devices};
 use lanepay_agent::lane::{Lane, LaneSettings};
+use lanepay_agent::service::{self, LaneHandle};
 use lanepay_agent::store::{self, Durability, catalog, journal};
-use lanepay_config::AgentConfig;
+use lanepay_config::{AgentConfig, PrinterDriver};
 use rusqlite::Connection;
 
 const NOW: i64 = 1_795_000_000_000;
@@ -369,4 +374,120 @@ fn only_the_cashier_of_an_open_shift_can_take_the_lane() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// A lane service with the emulated receipt printer, on a manual clock.
+fn lane_with_printer(dir: &Path) -> (LaneHandle, Devices) {
+    let mut config = AgentConfig::new_default(
+        "T0001",
+        "S001",
+        "M1001",
+        "/nonexistent",
+        "0123456789abcdef0123",
+    )
+    .unwrap();
+    config.devices.printer.driver = PrinterDriver::Emulator;
+    let lane = open_lane(dir);
+    let handle = service::start(lane, Arc::new(ManualClock::new(NOW))).unwrap();
+    let devices = devices::start(&config.devices, &handle, "Shift report test store");
+    (handle, devices)
+}
+
+/// A printed line `label ... amount`: the figure to the fen, right of its label.
+fn assert_figure(text: &str, label: &str, amount: &str) {
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with(label) && line.trim_end().ends_with(&format!(" {amount}"))),
+        "no `{label} ... {amount}` line in:\n{text}"
+    );
+}
+
+fn execute(handle: &LaneHandle, command: Command) -> Reply {
+    handle
+        .execute_blocking(command)
+        .unwrap_or_else(|e| panic!("command failed: {} {}", e.code, e.message))
+}
+
+#[test]
+fn x_and_z_reports_print_on_the_receipt_printer_to_the_fen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, devices) = lane_with_printer(dir.path());
+    let printer = devices
+        .emulators
+        .printer
+        .as_ref()
+        .expect("emulated printer");
+    let refused = handle
+        .execute_blocking(Command::PrintShiftReport)
+        .unwrap_err();
+    assert_eq!(
+        refused.code, "not_allowed",
+        "no shift yet: {}",
+        refused.message
+    );
+    for command in [
+        Command::AddCashier {
+            cashier_id: "alice".into(),
+            name: "Alice".into(),
+            pin: "2468".into(),
+        },
+        Command::SignIn {
+            cashier_id: "alice".into(),
+            pin: "2468".into(),
+        },
+        Command::OpenShift {
+            float: "123.45".into(),
+        },
+        Command::Scan {
+            code: "6901234567892".into(),
+        },
+        Command::Scan {
+            code: "6901234567892".into(),
+        },
+        Command::TenderCash {
+            amount: "10".into(),
+        },
+    ] {
+        execute(&handle, command);
+    }
+
+    // The sale's receipt comes out first; the X report is the printer's second job.
+    let Reply::Shift(x) = execute(&handle, Command::PrintShiftReport) else {
+        panic!("a shift view")
+    };
+    assert_eq!(x.expected, "130.45");
+    let printed = printer
+        .wait_for_receipt(2, Duration::from_secs(10))
+        .unwrap_or_else(|state| panic!("no X report printed: {state:?}"));
+    let text = printed.text();
+    assert!(text.contains("X REPORT"), "{text}");
+    assert!(text.contains("T0001-S00001"), "{text}");
+    assert_figure(&text, "float", "123.45");
+    assert_figure(&text, "cash in", "7.00");
+    assert_figure(&text, "expected", "130.45");
+    assert!(printed.cut);
+    assert!(
+        printed.qr_payloads.is_empty(),
+        "a report carries no receipt QR"
+    );
+
+    execute(
+        &handle,
+        Command::CloseShift {
+            counted: "130.40".into(),
+        },
+    );
+    // After the close there is no open shift: printing reprints the last Z report.
+    let Reply::Shift(z) = execute(&handle, Command::PrintShiftReport) else {
+        panic!("a shift view")
+    };
+    assert_eq!(z.state, "closed");
+    let printed = printer
+        .wait_for_receipt(3, Duration::from_secs(10))
+        .unwrap_or_else(|state| panic!("no Z report printed: {state:?}"));
+    let text = printed.text();
+    assert!(text.contains("Z REPORT"), "{text}");
+    assert_figure(&text, "expected", "130.45");
+    assert_figure(&text, "counted", "130.40");
+    assert_figure(&text, "difference", "-0.05");
 }

@@ -6,6 +6,7 @@ pub mod journal;
 pub mod migrations;
 pub mod payments;
 pub mod sales;
+pub mod shifts;
 
 use std::path::{Path, PathBuf};
 
