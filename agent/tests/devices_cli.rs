@@ -455,11 +455,7 @@ fn the_lane_reports_its_card_reader_and_hands_the_emulated_one_to_payments() {
     emulated.nfc.driver = NfcDriver::Emulator;
     let devices = start_with_polling(&emulated, &handle, "Test store", StatusPolling::Manual);
     let seen = statuses_seen(&mut events);
-    assert_eq!(
-        state_of(&seen, "nfc").unwrap().state,
-        "ready",
-        "{seen:?}"
-    );
+    assert_eq!(state_of(&seen, "nfc").unwrap().state, "ready", "{seen:?}");
     let emulator = devices.emulators.nfc.as_ref().unwrap();
     assert_eq!(devices.nfc_connstring(), Some(emulator.connstring()));
     assert!(
@@ -483,6 +479,9 @@ fn the_lane_reports_its_card_reader_and_hands_the_emulated_one_to_payments() {
     assert!(devices.emulators.nfc.is_none());
     assert_eq!(
         devices.nfc_connstring().unwrap(),
-        format!("pn532_uart:{}:115200", dir.path().join("no-reader").display())
+        format!(
+            "pn532_uart:{}:115200",
+            dir.path().join("no-reader").display()
+        )
     );
 }
