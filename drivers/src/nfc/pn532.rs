@@ -14,9 +14,9 @@ use nfc1::target_info::TargetInfo;
 use nfc1::{BaudRate, Modulation, ModulationType, Property};
 
 use super::emv::{self, ApduTransport};
-use super::{CardData, CardReader, DetectedCard, TransactionContext};
 #[cfg(test)]
 use super::pn532_uart_connstring;
+use super::{CardData, CardReader, DetectedCard, TransactionContext};
 use crate::error::{DeviceError, DeviceStatus, ErrorKind};
 
 const DEVICE: &str = "nfc";
@@ -41,7 +41,6 @@ fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout.min(MAX_WAIT)).unwrap_or(now)
 }
-
 
 /// An open libnfc device. Field order matters: the device must close before its context.
 struct OpenDevice {
