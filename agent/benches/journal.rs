@@ -19,7 +19,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command as Process, Stdio};
-use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,11 +29,12 @@ use lanepay_agent::lane::Lane;
 use lanepay_agent::store::{self, Durability, journal};
 use lanepay_config::{AgentConfig, JournalSync};
 use rusqlite::{Connection, TransactionBehavior};
-use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Value, json};
+use support::{Scale, load_average};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+mod support;
 
 /// The real binary, built by cargo for this bench (release profile).
 const LANEPAY: &str = env!("CARGO_BIN_EXE_lanepay");
@@ -119,34 +119,6 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `BENCH_SCALE` as a decimal factor.
-#[derive(Debug, Clone, Copy)]
-struct Scale(Decimal);
-
-impl Scale {
-    fn from_env() -> anyhow::Result<Scale> {
-        match std::env::var("BENCH_SCALE") {
-            Ok(text) => {
-                let factor = Decimal::from_str(text.trim())
-                    .with_context(|| format!("BENCH_SCALE={text} is not a decimal number"))?;
-                if factor <= Decimal::ZERO {
-                    bail!("BENCH_SCALE={text} must be above 0");
-                }
-                Ok(Scale(factor))
-            }
-            Err(_) => Ok(Scale(Decimal::ONE)),
-        }
-    }
-
-    fn apply(self, size: u64) -> u64 {
-        (Decimal::from(size) * self.0)
-            .round()
-            .to_u64()
-            .unwrap_or(size)
-            .max(1)
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // (a) and (b)
 
@@ -177,14 +149,7 @@ impl Samples {
 
     /// Nearest-rank percentile, `per_mille` of 1000.
     fn percentile(&self, per_mille: u64) -> Duration {
-        let mut sorted = self.durations.clone();
-        sorted.sort_unstable();
-        let count = sorted.len() as u64;
-        let rank = (count * per_mille).div_ceil(1000).max(1);
-        usize::try_from(rank - 1)
-            .ok()
-            .and_then(|index| sorted.get(index).copied())
-            .unwrap_or_default()
+        support::percentile(&self.durations, per_mille)
     }
 }
 
@@ -929,15 +894,4 @@ fn format_permille(permille: u128) -> String {
 fn format_megabytes(bytes: u64) -> String {
     let tenths = bytes / 100_000;
     format!("{}.{} MB", tenths / 10, tenths % 10)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".into())
 }

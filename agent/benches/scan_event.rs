@@ -19,7 +19,6 @@
 
 use std::path::Path;
 use std::process::Command as Process;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -33,8 +32,10 @@ use lanepay_config::{AgentConfig, DisplayDriver, NfcDriver, PrinterDriver, Scann
 use lanepay_drivers::emulator::scanner::{ScannerEmulator, ScannerEmulatorSettings};
 use lanepay_drivers::scanner::{ScannerEvent, SerialScanner, spawn_scanner};
 use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
+use support::{Scale, load_average, percentile};
 use tokio::sync::broadcast;
+
+mod support;
 
 const LANEPAY: &str = env!("CARGO_BIN_EXE_lanepay");
 const SCRATCH_ROOT: &str = env!("CARGO_TARGET_TMPDIR");
@@ -60,7 +61,7 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 const SCAN_EVENT_P99_TARGET: Duration = Duration::from_millis(10);
 
 fn main() -> anyhow::Result<()> {
-    let scans = scale()?.apply(SCANS);
+    let scans = Scale::from_env()?.apply(SCANS);
     let scratch = tempfile::Builder::new()
         .prefix("lanepay-scan-bench-")
         .tempdir_in(SCRATCH_ROOT)
@@ -228,16 +229,6 @@ fn init_lane(dir: &Path) -> anyhow::Result<AgentConfig> {
     Ok(config)
 }
 
-fn percentile(samples: &[Duration], per_mille: u64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    let rank = (sorted.len() as u64 * per_mille).div_ceil(1000).max(1);
-    usize::try_from(rank - 1)
-        .ok()
-        .and_then(|index| sorted.get(index).copied())
-        .unwrap_or_default()
-}
-
 fn ms(duration: Duration) -> String {
     let micros = duration.as_micros();
     format!("{}.{:03} ms", micros / 1000, micros % 1000)
@@ -281,42 +272,4 @@ fn print_table(baseline: &[Duration], measured: &[Duration]) {
     println!("| (b) pty → lane CartChanged: max | {} | — |  |", ms(max));
     println!("| ratio (b)/(a) at p50 | {} | — |  |", ratio(b50, a50));
     println!("| ratio (b)/(a) at p99 | {} | — |  |", ratio(b99, a99));
-}
-
-/// `BENCH_SCALE` as a decimal factor of the scan count.
-struct Scale(Decimal);
-
-impl Scale {
-    fn apply(&self, count: u64) -> u64 {
-        (Decimal::from(count) * self.0)
-            .round()
-            .to_u64()
-            .unwrap_or(count)
-            .max(1)
-    }
-}
-
-fn scale() -> anyhow::Result<Scale> {
-    match std::env::var("BENCH_SCALE") {
-        Ok(text) => {
-            let factor = Decimal::from_str(text.trim())
-                .with_context(|| format!("BENCH_SCALE={text} is not a decimal number"))?;
-            if factor <= Decimal::ZERO {
-                bail!("BENCH_SCALE={text} must be above 0");
-            }
-            Ok(Scale(factor))
-        }
-        Err(_) => Ok(Scale(Decimal::ONE)),
-    }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".into())
 }
