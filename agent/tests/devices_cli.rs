@@ -308,6 +308,21 @@ fn statuses_seen(events: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<De
     seen
 }
 
+/// A lane of its own in `dir` on a manual clock, running on its thread.
+fn start_lane(dir: &Path, terminal_id: &str) -> service::LaneHandle {
+    let config =
+        AgentConfig::new_default(terminal_id, "S001", "M1001", dir, "test-token-0123456789")
+            .unwrap();
+    let conn = store::open(&store::db_path(dir), Durability::Full).unwrap();
+    let lane = Lane::open(
+        conn,
+        ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+        LaneSettings::from_config(&config),
+    )
+    .unwrap();
+    service::start(lane, Arc::new(ManualClock::new(1_795_000_000_000))).unwrap()
+}
+
 fn state_of<'a>(seen: &'a [DeviceStatusView], device: &str) -> Option<&'a DeviceStatusView> {
     seen.iter().rev().find(|status| status.device == device)
 }
@@ -328,22 +343,7 @@ fn status_polls_report_unplug_replug_and_paper_out_without_a_sale() {
     let (_, display) = DisplayEmulator::spawn(display_settings.clone(), |_| {}).unwrap();
     let (_, printer) = PrinterEmulator::spawn(printer_settings.clone(), |_| {}).unwrap();
 
-    let config = AgentConfig::new_default(
-        "T0042",
-        "S001",
-        "M1001",
-        dir.path(),
-        "test-token-0123456789",
-    )
-    .unwrap();
-    let conn = store::open(&store::db_path(dir.path()), Durability::Full).unwrap();
-    let lane = Lane::open(
-        conn,
-        ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
-        LaneSettings::from_config(&config),
-    )
-    .unwrap();
-    let handle = service::start(lane, Arc::new(ManualClock::new(1_795_000_000_000))).unwrap();
+    let handle = start_lane(dir.path(), "T0042");
     let mut events = handle.subscribe();
     let mut devices_config = DevicesConfig::default();
     devices_config.display.driver = DisplayDriver::Serial;
@@ -431,22 +431,7 @@ fn status_polls_report_unplug_replug_and_paper_out_without_a_sale() {
 #[test]
 fn the_lane_reports_its_card_reader_and_hands_the_emulated_one_to_payments() {
     let dir = tempfile::tempdir().unwrap();
-    let config = AgentConfig::new_default(
-        "T0043",
-        "S001",
-        "M1001",
-        dir.path(),
-        "test-token-0123456789",
-    )
-    .unwrap();
-    let conn = store::open(&store::db_path(dir.path()), Durability::Full).unwrap();
-    let lane = Lane::open(
-        conn,
-        ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
-        LaneSettings::from_config(&config),
-    )
-    .unwrap();
-    let handle = service::start(lane, Arc::new(ManualClock::new(1_795_000_000_000))).unwrap();
+    let handle = start_lane(dir.path(), "T0043");
     let mut events = handle.subscribe();
 
     // Emulated: the lane makes a software PN532, libnfc opens it, and its path is the one
