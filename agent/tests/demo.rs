@@ -260,6 +260,19 @@ fn the_headless_demo_sells_with_every_method_twice_on_the_same_lane() {
 
 /// The embedded gateway on a manual clock (as payment tests use it): tokens, the clock, and
 /// suspend/resume on the same address with the lane-facing API really gone in between.
+/// The gateway's clock as its test endpoint serves it.
+async fn served_clock_ms(http: &reqwest::Client, base: &str) -> i64 {
+    let body: serde_json::Value = http
+        .get(format!("{base}/test/clock"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["now_ms"].as_i64().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_gateway_moves_its_clock_and_suspends_on_the_same_port() {
     use lanepay_agent::embedded_gateway::{EmbeddedGateway, EmbeddedOptions};
@@ -272,16 +285,7 @@ async fn the_embedded_gateway_moves_its_clock_and_suspends_on_the_same_port() {
     let mut gateway = EmbeddedGateway::start(options.clone()).await.unwrap();
     let base = gateway.base_url().to_string();
     let http = reqwest::Client::new();
-    let clock = |body: serde_json::Value| body["now_ms"].as_i64().unwrap();
-    let now: serde_json::Value = http
-        .get(format!("{base}/test/clock"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(clock(now), START_MS);
+    assert_eq!(served_clock_ms(&http, &base).await, START_MS);
     gateway.advance_ms(5_000).unwrap();
     assert_eq!(gateway.now_ms(), START_MS + 5_000);
     assert!(gateway.advance_ms(-1).is_err());
@@ -294,15 +298,7 @@ async fn the_embedded_gateway_moves_its_clock_and_suspends_on_the_same_port() {
     assert!(http.get(format!("{base}/test/clock")).send().await.is_err());
     gateway.resume().await.unwrap();
     assert_eq!(gateway.base_url(), base);
-    let now: serde_json::Value = http
-        .get(format!("{base}/test/clock"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(clock(now), START_MS + 5_000);
+    assert_eq!(served_clock_ms(&http, &base).await, START_MS + 5_000);
     let key = gateway.public_key_hex();
     gateway.stop().await.unwrap();
 
