@@ -24,8 +24,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use crate::clock::SystemClock;
 use crate::embedded_gateway::{DEMO_MERCHANT_ID, DEMO_STORE_ID, EmbeddedGateway, EmbeddedOptions};
 use crate::enrollment::{self, EnrollRequest, InitRequest};
+use crate::local_api;
+use crate::runtime::{self, LaneRuntime};
 use crate::store::{self, journal};
-use crate::{local_api, service};
 
 /// The longest any one step may take before the demo gives up with a message.
 const STEP_DEADLINE: Duration = Duration::from_secs(30);
@@ -56,31 +57,15 @@ pub fn run_headless(data_dir: &Path) -> anyhow::Result<()> {
 
 async fn run(data_dir: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let data_dir = std::fs::canonicalize(data_dir)?;
-    let gateway_dir = data_dir.join("gateway");
-    let lane_dir = data_dir.join("lane");
-    let mut gateway = EmbeddedGateway::start(EmbeddedOptions {
-        data_dir: gateway_dir.clone(),
-        manual_clock_start_ms: None,
-    })
-    .await
-    .context("cannot start the embedded gateway")?;
     println!("Lanepay demo (headless)");
-    println!(
-        "Gateway: {} (embedded; merchant {DEMO_MERCHANT_ID}, store {DEMO_STORE_ID}, sandbox channels; data in {})",
-        gateway.base_url(),
-        gateway_dir.display()
-    );
-    let config_path = enroll_lane(&gateway, &lane_dir).await?;
-    let mut config = AgentConfig::load(&config_path)?;
-    // The demo always picks a free port for the local API and emulates every device.
-    config.local_api.listen = "127.0.0.1:0".parse()?;
-    config.devices.scanner.driver = lanepay_config::ScannerDriver::Emulator;
-    config.devices.display.driver = lanepay_config::DisplayDriver::Emulator;
-    config.devices.printer.driver = lanepay_config::PrinterDriver::Emulator;
-    config.devices.nfc.driver = lanepay_config::NfcDriver::Emulator;
+    let DemoSetup {
+        mut gateway,
+        mut config,
+        gateway_dir,
+        lane_dir,
+    } = prepare(data_dir, "Demo lane").await?;
+    // The script plays every device itself, so all four are the emulators here.
+    runtime::emulate_all_devices(&mut config);
     let mut lane = DemoLane::start(&config).await?;
     let outcome = sell_with_every_method(&mut lane, &mut gateway).await;
     let outcome = match outcome {
@@ -99,9 +84,54 @@ async fn run(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The embedded gateway and the configuration of a lane enrolled to it.
+#[derive(Debug)]
+pub struct DemoSetup {
+    pub gateway: EmbeddedGateway,
+    /// The lane's configuration, its local API on a free loopback port.
+    pub config: AgentConfig,
+    pub gateway_dir: PathBuf,
+    pub lane_dir: PathBuf,
+}
+
+/// Starts the embedded gateway in `data_dir/gateway` and enrolls a lane named `lane_name` in
+/// `data_dir/lane` (both created when new and reused afterwards), saying so on stdout.
+pub async fn prepare(data_dir: &Path, lane_name: &str) -> anyhow::Result<DemoSetup> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(data_dir)?;
+    let gateway_dir = data_dir.join("gateway");
+    let lane_dir = data_dir.join("lane");
+    let gateway = EmbeddedGateway::start(EmbeddedOptions {
+        data_dir: gateway_dir.clone(),
+        manual_clock_start_ms: None,
+    })
+    .await
+    .context("cannot start the embedded gateway")?;
+    println!(
+        "Gateway: {} (embedded; merchant {DEMO_MERCHANT_ID}, store {DEMO_STORE_ID}, sandbox channels; data in {})",
+        gateway.base_url(),
+        gateway_dir.display()
+    );
+    let config_path = enroll_lane(&gateway, &lane_dir, lane_name).await?;
+    let mut config = AgentConfig::load(&config_path)?;
+    // A demo always picks a free port for the local API.
+    config.local_api.listen = "127.0.0.1:0".parse()?;
+    Ok(DemoSetup {
+        gateway,
+        config,
+        gateway_dir,
+        lane_dir,
+    })
+}
+
 /// Enrolls the lane in `lane_dir` with the embedded gateway unless it already is; a lane that
 /// is points at this run's gateway address (the port changes from run to run).
-async fn enroll_lane(gateway: &EmbeddedGateway, lane_dir: &Path) -> anyhow::Result<PathBuf> {
+async fn enroll_lane(
+    gateway: &EmbeddedGateway,
+    lane_dir: &Path,
+    lane_name: &str,
+) -> anyhow::Result<PathBuf> {
     if enrollment::is_enrolled(lane_dir)? {
         let config_path = crate::config_path(lane_dir);
         let lane = enrollment::enrolled_lane(&config_path)?;
@@ -136,7 +166,7 @@ async fn enroll_lane(gateway: &EmbeddedGateway, lane_dir: &Path) -> anyhow::Resu
         token: gateway.enrollment_token()?,
         data_dir: lane_dir.to_path_buf(),
         ca_file: None,
-        name: Some("Demo lane".into()),
+        name: Some(lane_name.into()),
     })
     .await
     .context("cannot enroll the demo lane with the embedded gateway")?;
@@ -195,7 +225,7 @@ async fn sell_with_every_method(
     let mut cart = lane.sell(3, &[BREAD, GUM]).await?;
     // The sandbox rails pick a scenario by the fen part of the amount: .91 means the customer
     // is asked to confirm on the phone and does so a few seconds later.
-    let discount_fen = cart.total_fen - amount_ending_in_91(cart.total_fen);
+    let discount_fen = cart.total_fen - amount_ending_in(cart.total_fen, 91);
     if discount_fen > 0 {
         let reply = lane
             .client
@@ -387,11 +417,7 @@ impl CartSummary {
 /// The lane the demo runs: its service, devices, uplink, payments runtime and local API, and
 /// a local API client (the cashier).
 struct DemoLane {
-    handle: service::LaneHandle,
-    devices: crate::devices::Devices,
-    payments: Option<crate::payments::PaymentsRuntime>,
-    uplink: Option<crate::uplink::UplinkHandle>,
-    stop_uplink: tokio::sync::watch::Sender<bool>,
+    lane: LaneRuntime,
     stop_api: Option<tokio::sync::oneshot::Sender<()>>,
     api: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     client: LaneClient,
@@ -402,11 +428,9 @@ struct DemoLane {
 
 impl DemoLane {
     async fn start(config: &AgentConfig) -> anyhow::Result<DemoLane> {
-        let (lane, key) = crate::open_lane(config)?;
-        let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
-        let handle = service::start(lane, clock.clone())?;
-        let devices = crate::devices::start(&config.devices, &handle, DEMO_STORE_NAME);
-        let states: Vec<String> = devices
+        let mut lane = LaneRuntime::open(config, Arc::new(SystemClock), DEMO_STORE_NAME)?;
+        let states: Vec<String> = lane
+            .devices
             .statuses()
             .iter()
             .map(|status| {
@@ -432,7 +456,7 @@ impl DemoLane {
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let api = tokio::spawn(local_api::run(
             listener,
-            handle.clone(),
+            lane.handle.clone(),
             token.clone(),
             async move {
                 let _ = api_stopped.await;
@@ -441,31 +465,9 @@ impl DemoLane {
         // The cashier connects before the uplink starts, so no link event is missed.
         let client = LaneClient::connect(&format!("ws://{address}/v1/ws"), &token).await?;
         println!("Lane local API: ws://{address}/v1/ws");
-        let (stop_uplink, uplink_shutdown) = tokio::sync::watch::channel(false);
-        let settings = crate::uplink_settings(config)?
-            .context("the demo lane is not enrolled (no gateway key recorded)")?;
-        let uplink = crate::uplink::spawn(
-            settings,
-            key.clone(),
-            clock.clone(),
-            handle.clone(),
-            uplink_shutdown,
-        );
-        let payments = crate::payments::start_with_card_reader(
-            config,
-            devices.nfc_connstring(),
-            handle.clone(),
-            key,
-            clock,
-            Some(uplink.pushes()),
-        )
-        .await?;
+        lane.connect(config).await?;
         Ok(DemoLane {
-            handle,
-            devices,
-            payments: Some(payments),
-            uplink: Some(uplink),
-            stop_uplink,
+            lane,
             stop_api: Some(stop_api),
             api: Some(api),
             client,
@@ -485,7 +487,7 @@ impl DemoLane {
             .await?;
         // The runtime hears the same event; it flips its flag right after.
         let deadline = Instant::now() + STEP_DEADLINE;
-        while self.payments.as_ref().map(|p| p.is_online()) != Some(online) {
+        while self.lane.payments().map(|p| p.is_online()) != Some(online) {
             if Instant::now() > deadline {
                 bail!("the payments runtime did not see the lane go {what}");
             }
@@ -544,6 +546,7 @@ impl DemoLane {
 
     fn scan_device(&mut self, code: &str) -> anyhow::Result<()> {
         let scanner = self
+            .lane
             .devices
             .emulators
             .scanner
@@ -565,6 +568,7 @@ impl DemoLane {
             .context("card payment")?;
         let sale_id = text(&asked["sale_id"]);
         let reader = self
+            .lane
             .devices
             .emulators
             .nfc
@@ -579,7 +583,7 @@ impl DemoLane {
                 )
             })
             .await;
-        if let Some(reader) = self.devices.emulators.nfc.as_ref() {
+        if let Some(reader) = self.lane.devices.emulators.nfc.as_ref() {
             reader.remove();
         }
         settled
@@ -663,6 +667,7 @@ impl DemoLane {
     /// check and the backlog.
     async fn finish(&mut self, config: &AgentConfig, last_receipt: &str) -> anyhow::Result<()> {
         let printer = self
+            .lane
             .devices
             .emulators
             .printer
@@ -762,17 +767,9 @@ impl DemoLane {
         if let Some(api) = self.api.take() {
             let _ = api.await;
         }
-        if let Some(payments) = self.payments.take() {
-            payments.stop().await;
+        if let Err(error) = self.lane.stop().await {
+            tracing::warn!("{error:#}");
         }
-        let _ = self.stop_uplink.send(true);
-        if let Some(uplink) = self.uplink.take()
-            && let Err(error) = uplink.join().await
-        {
-            tracing::warn!(%error, "the uplink stopped with an error");
-        }
-        drop(self.devices);
-        drop(self.handle);
     }
 }
 
@@ -904,7 +901,7 @@ fn expect_state(view: &Value, state: &str, what: &str) -> anyhow::Result<()> {
 
 /// A fresh wallet payment code with `prefix` (28: Alipay, 13: WeChat Pay), 18 digits: the
 /// sandbox takes each code once, so every run needs new ones.
-fn payment_code(prefix: &str) -> String {
+pub fn payment_code(prefix: &str) -> String {
     let mut bytes = [0u8; 16];
     // Without randomness the code is still valid; it would only repeat across runs.
     let _ = getrandom::fill(&mut bytes);
@@ -915,9 +912,10 @@ fn payment_code(prefix: &str) -> String {
     format!("{prefix}{digits}")
 }
 
-/// The largest amount not above `total_fen` whose fen part is 91.
-fn amount_ending_in_91(total_fen: i64) -> i64 {
-    let candidate = total_fen - total_fen.rem_euclid(100) + 91;
+/// The largest amount not above `total_fen` whose fen part is `fen_part` (the sandbox picks a
+/// payment's outcome by its fen part).
+pub fn amount_ending_in(total_fen: i64, fen_part: i64) -> i64 {
+    let candidate = total_fen - total_fen.rem_euclid(100) + fen_part;
     if candidate <= total_fen {
         candidate
     } else {
@@ -982,8 +980,8 @@ fn yuan(fen: i64) -> String {
     format!("{sign}{}.{:02}", fen.abs() / 100, fen.abs() % 100)
 }
 
-/// The text between `start` and the next `end` in `page`.
-fn between<'a>(page: &'a str, start: &str, end: &str) -> Option<&'a str> {
+/// The text between `start` and the next `end` in `page` (reading the sandbox's pages).
+pub fn between<'a>(page: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let from = page.find(start)? + start.len();
     let to = page[from..].find(end)? + from;
     Some(&page[from..to])
@@ -995,9 +993,9 @@ mod tests {
 
     #[test]
     fn sandbox_amounts_and_yuan_text() {
-        assert_eq!(amount_ending_in_91(1_840), 1_791);
-        assert_eq!(amount_ending_in_91(1_891), 1_891);
-        assert_eq!(amount_ending_in_91(1_895), 1_891);
+        assert_eq!(amount_ending_in(1_840, 91), 1_791);
+        assert_eq!(amount_ending_in(1_891, 91), 1_891);
+        assert_eq!(amount_ending_in(1_895, 91), 1_891);
         assert_eq!(fen("17.91"), Some(1_791));
         assert_eq!(fen("0.05"), Some(5));
         assert_eq!(fen("1.5"), None);

@@ -4,6 +4,7 @@
 //! - [`lane`]: commands in, events out, every change committed with its journal entry;
 //! - [`service`]: the lane on its own thread behind an async handle;
 //! - [`local_api`]: the same interface as JSON over a loopback WebSocket;
+//! - [`runtime`]: a running lane (thread, devices, uplink, payments) started and stopped in order;
 //! - [`key`], [`clock`]: the terminal key file and the injected clock.
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod lane;
 pub mod local_api;
 pub mod payments;
 pub mod remote_config;
+pub mod runtime;
 pub mod service;
 pub mod shift;
 pub mod store;

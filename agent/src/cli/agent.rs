@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use lanepay_agent::clock::{Clock, OffsetClock};
+use lanepay_agent::runtime::LaneRuntime;
 use lanepay_agent::{local_api, service, store};
 use lanepay_config::AgentConfig;
 
@@ -42,49 +43,20 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
-    let (lane, key) = lanepay_agent::open_lane(&config)?;
     let terminal_id = config.terminal.id.clone();
-    let handle = service::start(lane, clock.clone())?;
     let store_name = config
         .terminal
         .name
         .clone()
         .unwrap_or_else(|| format!("Store {}", config.terminal.store_id));
-    // Kept alive until the lane stops; a missing device is reported, not fatal.
-    let devices = lanepay_agent::devices::start(&config.devices, &handle, &store_name);
+    let mut lane = LaneRuntime::open(&config, clock, &store_name)?;
     service::spawn_full_journal_check(
         store::db_path(&config.storage.data_dir),
         terminal_id.clone(),
-        key.verifying_key(),
-        &handle,
+        lane.key().verifying_key(),
+        &lane.handle,
     )?;
-    let (stop_uplink, uplink_shutdown) = tokio::sync::watch::channel(false);
-    let uplink = match lanepay_agent::uplink_settings(&config)? {
-        Some(settings) => Some(lanepay_agent::uplink::spawn(
-            settings,
-            key.clone(),
-            clock.clone(),
-            handle.clone(),
-            uplink_shutdown,
-        )),
-        None => {
-            tracing::warn!(
-                "this lane is not enrolled with a gateway: sales stay on the lane (run `lanepay enroll`)"
-            );
-            None
-        }
-    };
-    // Payments: attempts left unresolved by a crash are resumed before anything else.
-    let payments = lanepay_agent::payments::start_with_card_reader(
-        &config,
-        devices.nfc_connstring(),
-        handle.clone(),
-        key.clone(),
-        clock.clone(),
-        // Payment results pushed on the live channel; query polling stays the fallback.
-        uplink.as_ref().map(|uplink| uplink.pushes()),
-    )
-    .await?;
+    lane.connect(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.local_api.listen)
         .await
         .with_context(|| {
@@ -99,18 +71,12 @@ async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()>
     tracing::info!(%address, terminal = %terminal_id, "lane ready");
     local_api::run(
         listener,
-        handle,
+        lane.handle.clone(),
         config.local_api.token().to_string(),
         shutdown_signal(),
     )
     .await?;
-    payments.stop().await;
-    let _ = stop_uplink.send(true);
-    if let Some(uplink) = uplink {
-        uplink.join().await?;
-    }
-    // The devices (and their emulators) stop last: nothing above uses them any more.
-    drop(devices);
+    lane.stop().await?;
     tracing::info!("lane stopped");
     Ok(())
 }
