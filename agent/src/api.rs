@@ -348,6 +348,12 @@ pub struct SyncStatusView {
     pub stored_count: u32,
     #[serde(default)]
     pub oldest_stored_age_ms: Option<i64>,
+    /// The largest card payment the offline limits still allow, in yuan ("" when not known).
+    #[serde(default)]
+    pub offline_card_room: String,
+    /// How many more card payments the offline limits allow.
+    #[serde(default)]
+    pub offline_payments_left: u32,
 }
 
 /// Why a command was refused, in words for the cashier, with a stable code for programs.

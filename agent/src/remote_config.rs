@@ -20,6 +20,19 @@ pub fn current(conn: &Connection) -> Result<Option<TerminalConfig>, StoreError> 
     Ok(current_signed(conn)?.map(|signed| signed.config))
 }
 
+/// The offline card limits of the applied configuration (the defaults before the first one).
+pub fn offline_card_limits(conn: &Connection) -> lanepay_checkout::payment::OfflineCardLimits {
+    match current(conn) {
+        Ok(Some(config)) => lanepay_checkout::payment::OfflineCardLimits {
+            per_payment: lanepay_checkout::Money::from_fen(config.offline_card.per_payment_fen),
+            total: lanepay_checkout::Money::from_fen(config.offline_card.total_fen),
+            count: config.offline_card.count,
+            max_age_ms: config.offline_card.max_age_ms,
+        },
+        _ => lanepay_checkout::payment::OfflineCardLimits::default(),
+    }
+}
+
 /// The applied configuration with the gateway's signature, as stored.
 pub fn current_signed(conn: &Connection) -> Result<Option<SignedConfig>, StoreError> {
     let Some(text) = store::meta(conn, META_KEY)? else {

@@ -401,12 +401,21 @@ impl Uplink {
             self.status.acknowledged_seq = acked;
         }
         // The offline card exposure (payments' stored cards) rides along for the status bar.
-        if let Ok(stored) = self.db(store::payments::stored_cards) {
+        let stored_and_limits = self.db(|conn| {
+            Ok::<_, store::StoreError>((
+                store::payments::stored_cards(conn)?,
+                remote_config::offline_card_limits(conn),
+            ))
+        });
+        if let Ok((stored, limits)) = stored_and_limits {
+            let now_ms = self.clock.now_ms();
             self.status.offline_exposure = stored.total.to_string();
             self.status.stored_count = stored.count;
-            let now_ms = self.clock.now_ms();
             self.status.oldest_stored_age_ms =
                 stored.oldest_stored_at_ms.map(|t| now_ms.saturating_sub(t));
+            let room = limits.room(&stored, now_ms);
+            self.status.offline_card_room = room.largest_payment.to_string();
+            self.status.offline_payments_left = room.payments_left;
         }
     }
 

@@ -708,6 +708,34 @@ impl Default for OfflineCardLimits {
     }
 }
 
+impl OfflineCardLimits {
+    /// What these limits still allow with `stored` on the lane at `now_ms`: the cashier sees it
+    /// before asking a customer to tap while offline.
+    pub fn room(&self, stored: &StoredCards, now_ms: i64) -> OfflineCardRoom {
+        let too_old = stored
+            .oldest_stored_at_ms
+            .is_some_and(|oldest| now_ms.saturating_sub(oldest) > self.max_age_ms);
+        let payments_left = self.count.saturating_sub(stored.count);
+        if too_old || payments_left == 0 {
+            return OfflineCardRoom::default();
+        }
+        let total_left = self.total.saturating_sub(stored.total).max(Money::ZERO);
+        OfflineCardRoom {
+            largest_payment: self.per_payment.min(total_left),
+            payments_left,
+        }
+    }
+}
+
+/// What the offline card limits still allow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OfflineCardRoom {
+    /// The largest card payment that could be stored offline now.
+    pub largest_payment: Money,
+    /// How many more card payments could be stored.
+    pub payments_left: u32,
+}
+
 /// The card payments stored and not forwarded yet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoredCards {
@@ -1153,6 +1181,51 @@ mod tests {
             decide_offline_card(&limits, &old, Money::from_fen(1), T0 + 72 * 3_600_000 + 1),
             Err(OfflineRefusal::TooOld { .. })
         ));
+    }
+
+    #[test]
+    fn the_room_left_is_exactly_what_decide_offline_card_accepts() {
+        let limits = OfflineCardLimits::default();
+        let cases = [
+            (StoredCards::default(), 50_000, 200),
+            (
+                StoredCards {
+                    total: Money::from_fen(480_000),
+                    count: 10,
+                    oldest_stored_at_ms: Some(T0),
+                },
+                20_000,
+                190,
+            ),
+            (
+                StoredCards {
+                    total: Money::from_fen(1_000),
+                    count: 200,
+                    oldest_stored_at_ms: Some(T0),
+                },
+                0,
+                0,
+            ),
+        ];
+        for (stored, largest_fen, left) in cases {
+            let room = limits.room(&stored, T0);
+            assert_eq!(room.largest_payment, Money::from_fen(largest_fen));
+            assert_eq!(room.payments_left, left);
+            if largest_fen > 0 {
+                assert!(decide_offline_card(&limits, &stored, room.largest_payment, T0).is_ok());
+            }
+            let one_more = room.largest_payment.saturating_add(Money::from_fen(1));
+            assert!(decide_offline_card(&limits, &stored, one_more, T0).is_err());
+        }
+        let old = StoredCards {
+            total: Money::from_fen(1_000),
+            count: 1,
+            oldest_stored_at_ms: Some(T0),
+        };
+        assert_eq!(
+            limits.room(&old, T0 + 72 * 3_600_000 + 1),
+            OfflineCardRoom::default()
+        );
     }
 
     #[test]

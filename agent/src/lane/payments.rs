@@ -126,15 +126,7 @@ impl Lane {
 
     /// The offline card limits in force.
     pub fn offline_card_limits(&self) -> OfflineCardLimits {
-        match remote_config::current(&self.conn) {
-            Ok(Some(config)) => OfflineCardLimits {
-                per_payment: Money::from_fen(config.offline_card.per_payment_fen),
-                total: Money::from_fen(config.offline_card.total_fen),
-                count: config.offline_card.count,
-                max_age_ms: config.offline_card.max_age_ms,
-            },
-            _ => OfflineCardLimits::default(),
-        }
+        remote_config::offline_card_limits(&self.conn)
     }
 
     fn offline_qr_validity_ms(&self) -> i64 {
