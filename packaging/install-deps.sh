@@ -14,8 +14,9 @@ screen_packages=(libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libx11-xcb1 li
   libegl-mesa0 libegl1 fonts-dejavu-core fonts-noto-cjk)
 # To test: Python with venv for schemathesis (the gateway's OpenAPI conformance run), openssl
 # to show the gateway refuses TLS 1.1.
-# The screen's end-to-end test: a virtual X server, real key events, screenshots.
-test_packages=(python3 python3-venv openssl xvfb xauth xdotool imagemagick)
+# The screen's end-to-end test: a virtual X server, real key events, screenshots read back
+# with OCR.
+test_packages=(python3 python3-venv openssl xvfb xauth xdotool imagemagick tesseract-ocr tesseract-ocr-eng)
 
 case "$purpose" in
   run) wanted=("${build_packages[@]}" "${screen_packages[@]}") ;;

@@ -55,6 +55,52 @@ pub struct PaymentScreen {
     pub input: String,
 }
 
+impl Cashier {
+    /// The card reader's state for the card screen: "Card reader: ready", or why it is not.
+    pub fn card_reader_line(&self) -> String {
+        let label = self.t(Text::CardReader);
+        match self.devices.get("nfc") {
+            None => format!("{label}: -"),
+            Some(reader) => {
+                let state = self.locale.device_word(&reader.state);
+                match &reader.detail {
+                    Some(detail) => format!("{label}: {state} ({detail})"),
+                    None => format!("{label}: {state}"),
+                }
+            }
+        }
+    }
+
+    /// What the offline card limits still allow, while the lane is offline (a card is then
+    /// stored, not authorised); None online or before the lane has said.
+    pub fn offline_room_line(&self) -> Option<String> {
+        if self.sync.online || self.sync.offline_card_room.is_empty() {
+            return None;
+        }
+        if self.sync.offline_payments_left == 0 || self.sync.offline_card_room == "0.00" {
+            return Some(self.t(Text::OfflineFull).to_string());
+        }
+        Some(format!(
+            "{}: {} {}, {} {}",
+            self.t(Text::OfflineRoom),
+            self.t(Text::PerPaymentUpTo),
+            self.money(&self.sync.offline_card_room),
+            self.sync.offline_payments_left,
+            self.t(Text::PaymentsLeft)
+        ))
+    }
+
+    /// The dynamic QR's text (the wallet page's address) while one waits to be paid.
+    pub fn open_dynamic_qr(&self) -> Option<&str> {
+        match &self.screen {
+            Screen::Payment(payment) if payment.kind == PayKind::DynamicQr && payment.is_open() => {
+                payment.attempt.as_ref()?.qr_text.as_deref()
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Attempt states after which nothing more happens to it.
 pub const FINAL_PAYMENT_STATES: &[&str] =
     &["paid", "stored", "failed", "reversed", "closed", "declined"];
@@ -91,11 +137,42 @@ pub struct RefundForm {
     pub amount: String,
 }
 
-/// A line for the cashier: what happened or what went wrong, and what to do.
+/// A line for the cashier: what happened or what went wrong, and what to do. Kept as parts,
+/// so that it is said again in the other language when the cashier switches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
+    /// The parts as the current language writes them.
     pub text: String,
     pub is_error: bool,
+    parts: Vec<Part>,
+}
+
+/// A piece of a notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Words of the screen's catalog.
+    Text(Text),
+    /// The lane's words for a payment step (translated when known).
+    Step(String),
+    /// An amount in yuan, written the locale's way.
+    Money(String),
+    /// Text shown as it is (receipt numbers, codes, the lane's messages).
+    Plain(String),
+}
+
+impl Part {
+    fn write(&self, locale: Locale) -> String {
+        match self {
+            Part::Text(text) => locale.t(*text).to_string(),
+            Part::Step(words) => locale.step(words).to_string(),
+            Part::Money(yuan) => locale.money(yuan),
+            Part::Plain(text) => text.clone(),
+        }
+    }
+}
+
+fn plain(text: impl Into<String>) -> Part {
+    Part::Plain(text.into())
 }
 
 /// Which command a lane reply answers.
@@ -106,6 +183,7 @@ pub enum Request {
     OpenShift,
     CloseShift,
     ShiftReport,
+    PrintReport,
     Scan,
     EditCart,
     TenderCash,
@@ -198,6 +276,10 @@ pub enum Message {
     Tick(i64),
     /// The demo's device panel scanned a product.
     PanelScan(String),
+    /// The demo's customer acts at the device panel (wallet code, card, phone).
+    Customer(crate::demo::CustomerAction),
+    /// What the customer's action came to, for the device panel.
+    CustomerDone(Result<String, String>),
     /// Nothing to do (a focus task finished).
     Noop,
 }
@@ -211,7 +293,8 @@ pub enum Effect {
     Focus(&'static str),
     /// The demo's emulated scanner sends this code.
     EmulatorScan(String),
-    Print(Vec<String>),
+    /// The demo's customer does this (the shell runs it off the UI thread).
+    Customer(crate::demo::CustomerAction),
 }
 
 /// The cashier screen's whole state.
@@ -236,6 +319,10 @@ pub struct Cashier {
     pub now_ms: i64,
     /// The demo has emulated devices (the device panel drives them).
     pub has_emulated_scanner: bool,
+    /// The demo plays the customer (wallet codes, card, phone) at the device panel.
+    pub has_customer: bool,
+    /// What the device panel's last customer action came to (ok, line).
+    pub panel_status: Option<(bool, String)>,
     /// The QR on screen (dynamic or offline QR), drawn once per text.
     pub qr: Option<(String, iced::widget::image::Handle)>,
 }
@@ -285,6 +372,8 @@ impl Cashier {
             help_open: false,
             now_ms,
             has_emulated_scanner: false,
+            has_customer: false,
+            panel_status: None,
             qr: None,
         }
     }
@@ -310,18 +399,28 @@ impl Cashier {
         Effect::Lane(request, command)
     }
 
-    fn info(&mut self, text: impl Into<String>) {
+    fn say(&mut self, is_error: bool, parts: Vec<Part>) {
         self.notice = Some(Notice {
-            text: text.into(),
-            is_error: false,
+            text: parts.iter().map(|part| part.write(self.locale)).collect(),
+            is_error,
+            parts,
         });
     }
 
-    fn error(&mut self, text: impl Into<String>) {
-        self.notice = Some(Notice {
-            text: text.into(),
-            is_error: true,
-        });
+    fn info(&mut self, parts: Vec<Part>) {
+        self.say(false, parts);
+    }
+
+    fn error(&mut self, parts: Vec<Part>) {
+        self.say(true, parts);
+    }
+
+    /// Switches the language; the notice on screen is said again in it.
+    fn toggle_locale(&mut self) {
+        self.locale = self.locale.toggled();
+        if let Some(notice) = self.notice.take() {
+            self.say(notice.is_error, notice.parts);
+        }
     }
 
     /// Change due now for the cash typed so far: `Ok(change)` or `Err(still to pay)`.
@@ -346,7 +445,7 @@ impl Cashier {
             Message::Payment(message) => self.payment(message),
             Message::Key(key) => self.key(key),
             Message::ToggleLocale => {
-                self.locale = self.locale.toggled();
+                self.toggle_locale();
                 vec![Effect::FocusScan]
             }
             Message::Lane(event) => {
@@ -367,6 +466,17 @@ impl Cashier {
                 } else {
                     vec![self.lane(Request::Scan, Command::Scan { code })]
                 }
+            }
+            Message::Customer(action) => {
+                self.panel_status = None;
+                vec![Effect::Customer(action)]
+            }
+            Message::CustomerDone(result) => {
+                self.panel_status = Some(match result {
+                    Ok(line) => (true, line),
+                    Err(line) => (false, line),
+                });
+                Vec::new()
             }
             Message::Noop => Vec::new(),
         }
@@ -420,9 +530,7 @@ impl Cashier {
             }
             (ShiftMessage::ShowCloseForm, Screen::Sale) => {
                 if !self.cart.lines.is_empty() {
-                    self.error(
-                        "finish or void the sale in progress before closing the shift (F12 voids it)",
-                    );
+                    self.error(vec![Part::Text(Text::FinishSaleFirst)]);
                     return Vec::new();
                 }
                 self.screen = Screen::CloseShift {
@@ -437,8 +545,8 @@ impl Cashier {
             (ShiftMessage::SignOut, Screen::Sale) => {
                 vec![self.lane(Request::SignOut, Command::SignOut)]
             }
-            (ShiftMessage::Print, Screen::Report(report)) => {
-                vec![Effect::Print(report.report_lines.clone())]
+            (ShiftMessage::Print, Screen::Report(_)) => {
+                vec![self.lane(Request::PrintReport, Command::PrintShiftReport)]
             }
             _ => Vec::new(),
         }
@@ -494,13 +602,13 @@ impl Cashier {
             Key::F(1) => self.help_open = !self.help_open,
             Key::F(2) | Key::F(3) | Key::F(4) => {
                 let Some(line) = self.target_line() else {
-                    self.error(self.t(Text::NoSale));
+                    self.error(vec![Part::Text(Text::NoSale)]);
                     return effects;
                 };
                 let value = std::mem::take(&mut self.input).trim().to_string();
                 let command = match key {
                     Key::F(2) if value.is_empty() => {
-                        self.error("type the quantity first, then press F2");
+                        self.error(vec![Part::Text(Text::QuantityFirst)]);
                         return effects;
                     }
                     Key::F(2) => Command::SetQuantity {
@@ -525,7 +633,7 @@ impl Cashier {
             }
             Key::F(5) => {
                 if self.cart.lines.is_empty() {
-                    self.error(self.t(Text::NoSale));
+                    self.error(vec![Part::Text(Text::NoSale)]);
                 } else {
                     self.screen = Screen::Cash {
                         given: String::new(),
@@ -534,7 +642,7 @@ impl Cashier {
             }
             Key::F(number @ 6..=9) => {
                 if self.cart.lines.is_empty() {
-                    self.error(self.t(Text::NoSale));
+                    self.error(vec![Part::Text(Text::NoSale)]);
                     return effects;
                 }
                 let kind = match number {
@@ -564,7 +672,7 @@ impl Cashier {
             }
             Key::F(12) => {
                 if self.cart.lines.is_empty() {
-                    self.error(self.t(Text::NoSale));
+                    self.error(vec![Part::Text(Text::NoSale)]);
                 } else {
                     effects.push(self.lane(Request::VoidSale, Command::VoidSale));
                 }
@@ -599,11 +707,12 @@ impl Cashier {
 
     fn key(&mut self, key: Key) -> Vec<Effect> {
         if key == Key::F(11) {
-            self.locale = self.locale.toggled();
+            self.toggle_locale();
             return vec![Effect::FocusScan];
         }
         match (&self.screen, key) {
             (Screen::Sale, key) => self.sale_key(key),
+            (Screen::Report(_), Key::F(9)) => self.shift_message(ShiftMessage::Print),
             (Screen::Report(report), Key::Escape) if report.closed_at_ms.is_some() => {
                 // After the Z report there is no shift: the next one starts here.
                 self.screen = Screen::OpenShift {
@@ -709,12 +818,12 @@ impl Cashier {
         match attempt.state.as_str() {
             "paid" | "stored" => {
                 self.qr = None;
-                self.info(format!(
-                    "{} {} — {}",
-                    attempt.method,
-                    self.money(&attempt.amount),
-                    attempt.step
-                ));
+                self.info(vec![
+                    plain(format!("{} ", attempt.method)),
+                    Part::Money(attempt.amount.clone()),
+                    plain(" — "),
+                    Part::Step(attempt.step.clone()),
+                ]);
                 if matches!(self.screen, Screen::Payment(_)) {
                     self.screen = Screen::Sale;
                 }
@@ -726,7 +835,7 @@ impl Cashier {
                         .message
                         .clone()
                         .unwrap_or_else(|| attempt.step.clone());
-                    self.error(format!("{words} — Esc"));
+                    self.error(vec![Part::Step(words), plain(" — Esc")]);
                 }
                 match &mut self.screen {
                     Screen::Payment(screen) => screen.attempt = Some(attempt),
@@ -802,7 +911,7 @@ impl Cashier {
                         .collect()
                 };
                 if amount.is_none() && lines.is_empty() {
-                    self.error("choose the lines to refund (click them) or type an amount");
+                    self.error(vec![Part::Text(Text::ChooseRefundLines)]);
                     return Vec::new();
                 }
                 let command = Command::Refund {
@@ -831,7 +940,11 @@ impl Cashier {
                 self.cart = cart;
             }
             Event::ScanRejected { code, reason } => {
-                self.error(format!("{} {code}: {reason}", self.t(Text::ScanRejected)));
+                self.error(vec![
+                    Part::Text(Text::ScanRejected),
+                    plain(format!(" {code}: ")),
+                    Part::Step(reason),
+                ]);
             }
             Event::SaleCompleted(tender) => {
                 self.cart = empty_cart();
@@ -854,20 +967,23 @@ impl Cashier {
                 sale_id,
                 ..
             } => {
-                self.error(format!(
-                    "stored card {} for {} on sale {sale_id} was declined ({reason}): tell the supervisor",
-                    masked_pan.unwrap_or_default(),
-                    self.money(&amount)
-                ));
+                self.error(vec![
+                    Part::Text(Text::StoredCardDeclined),
+                    plain(format!(" {} ", masked_pan.unwrap_or_default())),
+                    Part::Money(amount),
+                    plain(format!(" ({sale_id}, {reason}) — ")),
+                    Part::Text(Text::TellSupervisor),
+                ]);
             }
             Event::JournalChecked {
                 intact: false,
                 detail,
                 ..
             } => {
-                self.error(format!(
-                    "the lane's journal is damaged ({detail}): stop selling and call support"
-                ));
+                self.error(vec![
+                    Part::Text(Text::JournalDamaged),
+                    plain(format!(" ({detail})")),
+                ]);
             }
             // Tenders, refunds and journal entries are shown from the command's reply; kinds
             // added to the lane later are ignored until the screen knows them.
@@ -886,7 +1002,7 @@ impl Cashier {
                     .as_ref()
                     .is_some_and(|n| n.is_error && n.text.ends_with(&error.message));
                 if !shown {
-                    self.error(error.message);
+                    self.error(vec![Part::Step(error.message)]);
                 }
                 return vec![Effect::FocusScan];
             }
@@ -899,12 +1015,13 @@ impl Cashier {
             }
             (Request::TenderCash, Reply::Tender(tender)) => {
                 if tender.completed {
-                    self.info(format!(
-                        "{} — {} {}",
-                        self.t(Text::SaleDone),
-                        self.t(Text::ChangeDue),
-                        self.money(&tender.change)
-                    ));
+                    self.info(vec![
+                        Part::Text(Text::SaleDone),
+                        plain(" — "),
+                        Part::Text(Text::ChangeDue),
+                        plain(" "),
+                        Part::Money(tender.change.clone()),
+                    ]);
                     self.cart = empty_cart();
                     self.last_sale = Some(tender);
                     self.screen = Screen::Sale;
@@ -918,7 +1035,7 @@ impl Cashier {
             (_, Reply::Payment(attempt)) => self.payment_changed(attempt),
             (Request::VoidSale, Reply::Voided { .. }) => {
                 self.cart = empty_cart();
-                self.info(self.t(Text::Voided));
+                self.info(vec![Part::Text(Text::Voided)]);
             }
             (Request::FindSale, Reply::Sale(sale)) => {
                 if let Screen::Refund(form) = &mut self.screen {
@@ -929,18 +1046,19 @@ impl Cashier {
                 self.notice = None;
             }
             (Request::Refund, Reply::Refund(refund)) => {
-                let method = refund
-                    .tenders
-                    .iter()
-                    .map(|(method, amount)| format!("{method} {}", self.money(amount)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                self.info(format!(
-                    "{} {} ({method}) — {}",
-                    self.t(Text::RefundDone),
-                    self.money(&refund.total),
-                    refund.receipt_no
-                ));
+                let mut parts = vec![
+                    Part::Text(Text::RefundDone),
+                    plain(" "),
+                    Part::Money(refund.total.clone()),
+                    plain(" ("),
+                ];
+                for (index, (method, amount)) in refund.tenders.iter().enumerate() {
+                    let separator = if index == 0 { "" } else { ", " };
+                    parts.push(plain(format!("{separator}{method} ")));
+                    parts.push(Part::Money(amount.clone()));
+                }
+                parts.push(plain(format!(") — {}", refund.receipt_no)));
+                self.info(parts);
                 self.screen = Screen::Sale;
             }
             _ => {}
@@ -951,17 +1069,21 @@ impl Cashier {
     fn shift_replied(&mut self, request: Request, shift: ShiftView) {
         self.shift = shift.clone();
         match (request, shift.state.as_str()) {
+            (Request::PrintReport, _) => {
+                self.info(vec![Part::Text(Text::ReportPrinted)]);
+                self.screen = Screen::Report(shift);
+            }
             (Request::ShiftReport, _) if matches!(self.screen, Screen::Report(_)) => {
                 self.screen = Screen::Report(shift);
             }
             (Request::ShiftReport, _) if matches!(self.screen, Screen::CloseShift { .. }) => {}
             (Request::CloseShift, "closed") => {
-                self.info(format!(
-                    "{}: {} {}",
-                    self.t(Text::Difference),
-                    self.money(shift.difference.as_deref().unwrap_or("0.00")),
-                    shift.shift_id.clone().unwrap_or_default()
-                ));
+                self.info(vec![
+                    Part::Text(Text::Difference),
+                    plain(": "),
+                    Part::Money(shift.difference.clone().unwrap_or_else(|| "0.00".into())),
+                    plain(format!(" {}", shift.shift_id.clone().unwrap_or_default())),
+                ]);
                 self.screen = Screen::Report(shift);
             }
             (_, "signed_out") => {

@@ -28,6 +28,29 @@ impl Locale {
         }
     }
 
+    /// The lane's words for a payment's step ("waiting for customer to confirm", ...) in this
+    /// language; words the table does not know are shown as the lane wrote them.
+    pub fn step(self, words: &str) -> &str {
+        match self {
+            Locale::En => words,
+            Locale::ZhCn => STEP_WORDS_ZH
+                .iter()
+                .find(|(en, _)| *en == words)
+                .map_or(words, |(_, zh)| zh),
+        }
+    }
+
+    /// A device's name or state as the lane reports it ("printer", "ready") in this language.
+    pub fn device_word(self, word: &str) -> &str {
+        match self {
+            Locale::En => word,
+            Locale::ZhCn => DEVICE_WORDS_ZH
+                .iter()
+                .find(|(en, _)| *en == word)
+                .map_or(word, |(_, zh)| zh),
+        }
+    }
+
     /// The text for a key of the catalog.
     pub fn t(self, text: Text) -> &'static str {
         let (en, zh) = text.pair();
@@ -37,6 +60,45 @@ impl Locale {
         }
     }
 }
+
+/// The lane's payment step words (`PaymentAttempt::step_words`, the card request's) in
+/// Chinese.
+const STEP_WORDS_ZH: &[(&str, &str)] = &[
+    ("tap card", "请顾客挥卡"),
+    ("creating the QR", "正在生成二维码"),
+    ("authorising the card", "正在授权银行卡"),
+    ("sending the payment", "正在发送支付"),
+    (
+        "waiting for the customer to scan and pay",
+        "等待顾客扫码支付",
+    ),
+    (
+        "waiting for the customer to pay and show the confirmation",
+        "等待顾客支付并出示确认码",
+    ),
+    ("waiting for customer to confirm", "等待顾客确认"),
+    ("checking result", "正在查询结果"),
+    ("reversing", "正在撤销"),
+    ("closing the QR order", "正在关闭二维码订单"),
+    ("stored offline, to forward", "已离线保存，待上送"),
+    ("paid", "已支付"),
+    ("failed", "失败"),
+    ("reversed, nothing charged", "已撤销，未扣款"),
+    ("closed, nothing charged", "已关闭，未扣款"),
+    ("declined after forwarding", "上送后被拒"),
+];
+
+/// The devices' names and states (`DeviceStatusView`) in Chinese.
+const DEVICE_WORDS_ZH: &[(&str, &str)] = &[
+    ("scanner", "扫描枪"),
+    ("display", "顾客显示屏"),
+    ("printer", "打印机"),
+    ("nfc", "读卡器"),
+    ("ready", "就绪"),
+    ("warning", "警告"),
+    ("unavailable", "不可用"),
+    ("not_configured", "未配置"),
+];
 
 macro_rules! catalog {
     ($($key:ident => $en:literal, $zh:literal;)*) => {
@@ -113,7 +175,8 @@ catalog! {
     Difference => "Difference", "差额";
     CloseButton => "Enter  Close shift", "Enter  交班";
     ReportTitle => "Shift report", "班次报表";
-    PrintButton => "Print", "打印";
+    PrintButton => "F9  Print", "F9  打印";
+    ReportPrinted => "Report sent to the receipt printer", "报表已发送到小票打印机";
     BackButton => "Esc  Back", "Esc  返回";
     Online => "Online", "在线";
     Offline => "Offline", "离线";
@@ -143,8 +206,25 @@ catalog! {
     ScanRejected => "Not added", "未加入";
     Selected => "selected", "已选";
     DevicePanelHint => "Scan a product on the emulated scanner:", "用模拟扫描枪扫描商品：";
+    CustomerPanelHint => "The customer pays:", "顾客付款：";
+    WalletPaid => "Show wallet code (paid at once)", "出示付款码（立即成功）";
+    WalletLate => "Show wallet code (confirms late on the phone)", "出示付款码（手机上稍后确认）";
+    WalletDeclined => "Show wallet code (declined)", "出示付款码（余额不足被拒）";
+    TapCard => "Tap the test card on the reader", "在读卡器上挥卡（测试卡）";
+    PayQrOnPhone => "Pay the dynamic QR on the phone", "用手机支付屏幕上的动态码";
     Voided => "Sale voided", "已作废";
     NoSale => "Scan an item first", "请先扫描商品";
+    CardReader => "Card reader", "读卡器";
+    FinishSaleFirst => "finish or void the sale in progress before closing the shift (F12 voids it)", "请先完成或作废当前交易再交班（F12 作废）";
+    QuantityFirst => "type the quantity first, then press F2", "请先输入数量，再按 F2";
+    ChooseRefundLines => "choose the lines to refund (click them) or type an amount", "请选择要退的商品行（点击）或输入金额";
+    StoredCardDeclined => "Stored card declined:", "离线卡交易上送后被拒：";
+    TellSupervisor => "tell the supervisor", "请告知主管";
+    JournalDamaged => "the lane's journal is damaged: stop selling and call support", "收银机日志已损坏：请停止销售并联系技术支持";
+    OfflineRoom => "Offline card limit left", "离线刷卡剩余额度";
+    PerPaymentUpTo => "up to", "单笔最多";
+    PaymentsLeft => "more payments", "笔";
+    OfflineFull => "no more offline card payments: take cash or wait for the network", "离线刷卡额度已满：请收现金或等网络恢复";
 }
 
 #[cfg(test)]
@@ -165,5 +245,16 @@ mod tests {
         }
         assert_eq!(Locale::ZhCn.t(Text::Total), "合计");
         assert_eq!(Locale::En.toggled(), Locale::ZhCn);
+    }
+
+    #[test]
+    fn payment_steps_are_translated_and_unknown_words_pass_through() {
+        assert_eq!(
+            Locale::ZhCn.step("waiting for customer to confirm"),
+            "等待顾客确认"
+        );
+        assert_eq!(Locale::ZhCn.step("reversing"), "正在撤销");
+        assert_eq!(Locale::En.step("reversing"), "reversing");
+        assert_eq!(Locale::ZhCn.step("something new"), "something new");
     }
 }

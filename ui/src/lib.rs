@@ -8,6 +8,7 @@
 //! - [`testing`]: the screen driven against a real lane without a window.
 
 pub mod app;
+pub mod demo;
 pub mod fonts;
 pub mod i18n;
 pub mod qr;

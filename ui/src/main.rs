@@ -1,16 +1,13 @@
-//! `lanepay-ui`: the cashier screen. `lanepay-ui demo --data DIR` starts a lane with emulated
-//! devices, the cashier window, the customer display and a device panel.
+//! `lanepay-ui`: the cashier screen. `lanepay-ui demo --data DIR` starts the embedded gateway,
+//! a lane enrolled to it with emulated devices, the cashier window, the customer display and a
+//! device panel where a person plays the customer.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use lanepay_agent::clock::SystemClock;
-use lanepay_agent::service;
-use lanepay_agent::store::catalog;
-use lanepay_config::AgentConfig;
+use lanepay_ui::demo::DemoLane;
 use lanepay_ui::i18n::Locale;
 use lanepay_ui::shell::{self, ShellOptions};
 
@@ -23,8 +20,9 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
-    /// A demo lane on this machine: emulated scanner, display and printer, the cashier screen,
-    /// the customer display and a device panel. Cashier 1001, PIN 1234.
+    /// A demo on this machine: the embedded gateway, a lane enrolled to it with emulated
+    /// scanner, display, printer and NFC reader, the cashier screen, the customer display and
+    /// a device panel. Cashier 1001, PIN 1234. Without a display: the scripted headless demo.
     Demo(DemoArgs),
 }
 
@@ -80,66 +78,32 @@ fn has_display() -> bool {
         .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }
 
-/// The `lanepay` binary: next to this one (cargo builds both into one directory), else PATH.
-fn lanepay_binary() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("lanepay")))
-        .filter(|path| path.exists())
-        .unwrap_or_else(|| PathBuf::from("lanepay"))
-}
-
 fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !has_display() {
         println!(
             "No display found (neither DISPLAY nor WAYLAND_DISPLAY is set).\n\
              To see the cashier screen without a monitor, run it on a virtual display:\n    \
              Xvfb :99 & DISPLAY=:99 lanepay-ui demo --data {0}\n\
-             Running the scripted sale headless instead: lanepay demo --headless --data {0}\n",
+             Running the scripted sale headless instead (lanepay demo --headless --data {0}):\n",
             args.data.display()
         );
-        let binary = lanepay_binary();
-        let status = std::process::Command::new(&binary)
-            .args(["demo", "--headless", "--data"])
-            .arg(&args.data)
-            .status()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (build it with `cargo build -p lanepay-agent`)",
-                    binary.display()
-                )
-            })?;
-        return Ok(if status.success() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(2)
-        });
+        lanepay_agent::demo::run_headless(&args.data)?;
+        return Ok(ExitCode::SUCCESS);
     }
-    let config = demo_config(&args.data)?;
-    let (lane, _key) = lanepay_agent::open_lane(&config)?;
-    if catalog::count(lane.connection())? == 0 {
-        catalog::upsert(lane.connection(), &catalog::demo_products())?;
-    }
-    let handle = service::start(lane, Arc::new(SystemClock))?;
-    let mut devices_config = config.devices.clone();
-    devices_config.scanner.driver = lanepay_config::ScannerDriver::Emulator;
-    devices_config.display.driver = lanepay_config::DisplayDriver::Emulator;
-    devices_config.printer.driver = lanepay_config::PrinterDriver::Emulator;
-    let mut devices = lanepay_agent::devices::start(&devices_config, &handle, "Lanepay demo store");
-    for status in devices.statuses() {
-        handle.publish(lanepay_agent::api::Event::DeviceStatus(status));
-    }
-    let scanner = devices
-        .emulators
-        .scanner
-        .take()
-        .map(|s| Arc::new(Mutex::new(s)));
+    // The lane's uplink and payments runtime and the customer's calls to the gateway run on
+    // this runtime; the screen has the main thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the demo's runtime")?;
+    let lane = runtime.block_on(DemoLane::start(&args.data))?;
     println!(
-        "Lane {} ready. Sign in as cashier {} with PIN {}.",
-        config.terminal.id, DEMO_CASHIER.0, DEMO_CASHIER.2
+        "Lane {} ready, enrolled with the embedded gateway. Sign in as cashier {} with PIN {}.",
+        lane.terminal_id, DEMO_CASHIER.0, DEMO_CASHIER.2
     );
     let options = ShellOptions {
-        handle,
+        handle: lane.handle.clone(),
         locale: match args.language {
             Language::Zh => Locale::ZhCn,
             Language::En => Locale::En,
@@ -148,33 +112,17 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         device_panel: !args.single_window,
         state_file: args.state_file.clone(),
         font: lanepay_ui::fonts::load_cjk_font(),
-        scanner,
+        scanner: lane.scanner.clone(),
         seed_cashiers: vec![(
             DEMO_CASHIER.0.into(),
             DEMO_CASHIER.1.into(),
             DEMO_CASHIER.2.into(),
         )],
-        initial_devices: devices.statuses(),
+        initial_devices: lane.device_statuses(),
+        customer: Some(lane.customer.clone()),
     };
-    shell::run(options).context("the cashier screen failed")?;
-    drop(devices);
+    let shown = shell::run(options).context("the cashier screen failed");
+    runtime.block_on(lane.stop());
+    shown?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The data directory's configuration when it has one (`lanepay init`), else the demo's.
-fn demo_config(data: &Path) -> anyhow::Result<AgentConfig> {
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
-    let path = lanepay_agent::config_path(data);
-    if path.exists() {
-        return AgentConfig::load(&path).with_context(|| format!("cannot load {}", path.display()));
-    }
-    // The demo serves no local API, so its token is never used; it only has to be valid.
-    Ok(AgentConfig::new_default(
-        "T0001",
-        "S001",
-        "M1001",
-        data,
-        "ui-demo-serves-no-local-api-0000",
-    )?)
 }

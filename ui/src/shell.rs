@@ -13,6 +13,7 @@ use lanepay_agent::service::LaneHandle;
 use lanepay_drivers::emulator::scanner::ScannerEmulator;
 
 use crate::app::{Cashier, Effect, Key, Message};
+use crate::demo::DemoCustomer;
 use crate::fonts::LoadedFont;
 use crate::i18n::{Locale, Text};
 use crate::view;
@@ -36,6 +37,8 @@ pub struct ShellOptions {
     pub seed_cashiers: Vec<(String, String, String)>,
     /// The devices' states at start (later changes arrive as events).
     pub initial_devices: Vec<lanepay_agent::api::DeviceStatusView>,
+    /// The demo's customer (device panel: wallet codes, card taps, the phone).
+    pub customer: Option<Arc<DemoCustomer>>,
 }
 
 impl std::fmt::Debug for ShellOptions {
@@ -66,6 +69,7 @@ pub struct Shell {
     customer_window: Option<window::Id>,
     panel_window: Option<window::Id>,
     scanner: Option<Arc<Mutex<ScannerEmulator>>>,
+    customer: Option<Arc<DemoCustomer>>,
     state_file: Option<PathBuf>,
     written_state: String,
 }
@@ -89,6 +93,7 @@ fn system_now_ms() -> i64 {
 pub fn effects_to_task(
     handle: &LaneHandle,
     scanner: Option<&Arc<Mutex<ScannerEmulator>>>,
+    customer: Option<&Arc<DemoCustomer>>,
     effects: Vec<Effect>,
 ) -> Task<Message> {
     Task::batch(effects.into_iter().map(|effect| match effect {
@@ -99,6 +104,10 @@ pub fn effects_to_task(
                 move |result| Message::Replied(request, result),
             )
         }
+        Effect::Customer(action) => match customer.cloned() {
+            Some(customer) => Task::perform(customer.act(action), Message::CustomerDone),
+            None => Task::none(),
+        },
         Effect::FocusScan => operation::focus(view::scan_field_id()),
         Effect::Focus(id) => operation::focus(iced::widget::Id::new(id)),
         Effect::EmulatorScan(code) => {
@@ -123,14 +132,6 @@ pub fn effects_to_task(
                 },
             )
         }
-        Effect::Print(lines) => {
-            // The receipt printer belongs to the lane's device thread; the report is shown on
-            // screen and logged for the back office until the lane offers a print command.
-            for line in &lines {
-                tracing::info!(target: "lanepay_ui::report", "{line}");
-            }
-            Task::none()
-        }
     }))
 }
 
@@ -142,6 +143,7 @@ impl Shell {
             system_now_ms(),
         );
         cashier.has_emulated_scanner = options.scanner.is_some();
+        cashier.has_customer = options.customer.is_some();
         for device in &options.initial_devices {
             cashier
                 .devices
@@ -154,6 +156,7 @@ impl Shell {
             customer_window: None,
             panel_window: None,
             scanner: options.scanner.clone(),
+            customer: options.customer.clone(),
             state_file: options.state_file.clone(),
             written_state: String::new(),
         };
@@ -173,7 +176,7 @@ impl Shell {
         }
         if options.device_panel {
             let (id, open) = window::open(window::Settings {
-                size: Size::new(420.0, 420.0),
+                size: Size::new(460.0, 760.0),
                 ..window::Settings::default()
             });
             shell.panel_window = Some(id);
@@ -204,7 +207,13 @@ impl Shell {
     }
 
     fn run_effects(&self, effects: Vec<Effect>) -> Task<ShellMessage> {
-        effects_to_task(&self.handle, self.scanner.as_ref(), effects).map(ShellMessage::App)
+        effects_to_task(
+            &self.handle,
+            self.scanner.as_ref(),
+            self.customer.as_ref(),
+            effects,
+        )
+        .map(ShellMessage::App)
     }
 
     fn update(&mut self, message: ShellMessage) -> Task<ShellMessage> {

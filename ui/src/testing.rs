@@ -28,6 +28,8 @@ pub struct Harness {
     runtime: tokio::runtime::Runtime,
     /// Effects that are not lane commands (focus, print), in order.
     pub other_effects: Vec<Effect>,
+    /// The lane commands the screen sent, in order.
+    pub commands: Vec<Command>,
 }
 
 impl Harness {
@@ -55,6 +57,7 @@ impl Harness {
             events,
             runtime,
             other_effects: Vec::new(),
+            commands: Vec::new(),
         };
         harness.execute(Command::AddCashier {
             cashier_id: "1001".into(),
@@ -100,6 +103,7 @@ impl Harness {
             );
             match effect {
                 Effect::Lane(request, command) => {
+                    self.commands.push(command.clone());
                     let handle = self.handle.clone();
                     let result = self
                         .runtime

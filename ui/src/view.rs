@@ -1,15 +1,14 @@
 //! What the windows show: the cashier screen (every screen plus the status bar that is always
 //! there), the customer display and the demo's device panel. Pure functions of the state.
 
-use iced::widget::{
-    Id, button, column, container, image, row, scrollable, space, text, text_input,
-};
+use iced::widget::{Id, button, column, container, image, row, scrollable, text, text_input};
 use iced::{Alignment, Color, Element, Length};
 
 use crate::app::{
     CashMessage, Cashier, Key, Message, PayKind, PaymentMessage, PaymentScreen, RefundMessage,
     SaleMessage, Screen, ShiftMessage, SignInMessage,
 };
+use crate::demo::{CustomerAction, WalletOutcome};
 use crate::i18n::Text;
 
 /// The id of the one input field of each screen; it always has focus.
@@ -378,7 +377,7 @@ fn payment<'a>(state: &'a Cashier, screen: &'a PaymentScreen) -> Element<'a, Mes
     .spacing(12);
     if let Some(attempt) = &screen.attempt {
         // The lane's words for what is happening ("waiting for customer to confirm", ...).
-        page = page.push(text(&attempt.step).size(BODY_SIZE + 10));
+        page = page.push(text(state.locale.step(&attempt.step)).size(BODY_SIZE + 10));
         if let Some(pan) = &attempt.masked_pan {
             page = page.push(text(pan.as_str()).size(BODY_SIZE));
         }
@@ -440,7 +439,13 @@ fn payment<'a>(state: &'a Cashier, screen: &'a PaymentScreen) -> Element<'a, Mes
                 Message::Payment(PaymentMessage::Submit),
             ));
         }
-        PayKind::DynamicQr | PayKind::Card => {}
+        PayKind::Card => {
+            page = page.push(text(state.card_reader_line()).size(BODY_SIZE));
+            if let Some(room) = state.offline_room_line() {
+                page = page.push(text(room).size(BODY_SIZE).color(ERROR_RED));
+            }
+        }
+        PayKind::DynamicQr => {}
     }
     page = page.push(key_button(
         state.t(Text::CancelButton),
@@ -673,16 +678,24 @@ fn status_bar(state: &Cashier) -> Element<'_, Message> {
             "warning" | "unavailable" => ERROR_RED,
             _ => MUTED,
         };
-        bar = bar.push(text(format!("{} {}", device.device, device.state)).color(color));
+        bar = bar.push(
+            text(format!(
+                "{} {}",
+                state.locale.device_word(&device.device),
+                state.locale.device_word(&device.state)
+            ))
+            .color(color),
+        );
     }
+    // The bar wraps onto a second line rather than push a device's state off the screen.
     container(
-        bar.push(space().width(Length::Fill))
-            .push(
-                button(text(state.t(Text::KeyLanguage)).size(SMALL_SIZE))
-                    .on_press(Message::ToggleLocale),
-            )
-            .align_y(Alignment::Center)
-            .spacing(14),
+        row![
+            container(bar.wrap().vertical_spacing(4)).width(Length::Fill),
+            button(text(state.t(Text::KeyLanguage)).size(SMALL_SIZE))
+                .on_press(Message::ToggleLocale),
+        ]
+        .align_y(Alignment::Center)
+        .spacing(14),
     )
     .padding([6, 12])
     .style(container::bordered_box)
@@ -765,7 +778,48 @@ pub fn device_panel(state: &Cashier) -> Element<'static, Message> {
                 .width(Length::Fill),
         );
     }
-    panel.into()
+    if !state.has_customer {
+        return panel.into();
+    }
+    panel = panel.push(text(state.t(Text::CustomerPanelHint)).size(BODY_SIZE));
+    let actions = [
+        (
+            Text::WalletPaid,
+            CustomerAction::WalletCode(WalletOutcome::Paid),
+        ),
+        (
+            Text::WalletLate,
+            CustomerAction::WalletCode(WalletOutcome::ConfirmsLate),
+        ),
+        (
+            Text::WalletDeclined,
+            CustomerAction::WalletCode(WalletOutcome::Declined),
+        ),
+        (Text::TapCard, CustomerAction::TapCard),
+    ];
+    for (label, action) in actions {
+        panel = panel.push(
+            button(text(state.t(label)))
+                .on_press(Message::Customer(action))
+                .width(Length::Fill),
+        );
+    }
+    let pay_qr = button(text(state.t(Text::PayQrOnPhone))).width(Length::Fill);
+    panel = panel.push(match state.open_dynamic_qr() {
+        Some(url) => pay_qr.on_press(Message::Customer(CustomerAction::PayDynamicQr(
+            url.to_string(),
+        ))),
+        None => pay_qr,
+    });
+    if let Some((ok, line)) = &state.panel_status {
+        let color = if *ok {
+            Color::from_rgb8(0x1b, 0x5e, 0x20)
+        } else {
+            Color::from_rgb8(0xb7, 0x1c, 0x1c)
+        };
+        panel = panel.push(text(line.clone()).size(BODY_SIZE).color(color));
+    }
+    scrollable(panel).into()
 }
 
 /// The demo catalog's products the device panel offers (code, English, Chinese).

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use lanepay_agent::api::Event;
+use lanepay_agent::api::{Command, Event};
 use lanepay_agent::clock::ManualClock;
 use lanepay_ui::app::{
-    CashMessage, Effect, Key, Message, RefundMessage, SaleMessage, Screen, ShiftMessage,
-    SignInMessage,
+    CashMessage, Effect, Key, Message, PayKind, PaymentMessage, RefundMessage, SaleMessage, Screen,
+    ShiftMessage, SignInMessage,
 };
+use lanepay_ui::demo::{CustomerAction, WalletOutcome};
 use lanepay_ui::i18n::Locale;
 use lanepay_ui::testing::Harness;
 
@@ -270,10 +271,12 @@ fn close_shift_screen_shows_expected_and_the_z_report() {
     };
     assert_eq!(z.difference.as_deref(), Some("0.10"));
     assert!(z.report_lines[0].starts_with("Z REPORT"));
-    h.send(Message::Shift(ShiftMessage::Print));
-    assert!(
-        matches!(h.other_effects.last(), Some(Effect::Print(lines)) if lines[0].starts_with("Z REPORT"))
-    );
+    // F9 prints the Z report: the lane sends its lines to the devices and the screen stays.
+    h.send(Message::Key(Key::F(9)));
+    assert_eq!(h.cashier.screen.name(), "report");
+    let notice = h.cashier.notice.clone().unwrap();
+    assert!(!notice.is_error, "{}", notice.text);
+    assert!(notice.text.contains("printer"), "{}", notice.text);
     // Esc after the Z report: no open shift, so the next step is opening one.
     h.send(Message::Key(Key::Escape));
     assert_eq!(h.cashier.screen.name(), "open_shift");
@@ -305,4 +308,276 @@ fn status_bar_state_follows_sync_and_device_events() {
     assert_eq!(h.cashier.now_ms, START_MS + 5_000);
     h.send(Message::Key(Key::F(11)));
     assert_eq!(h.cashier.locale, Locale::ZhCn);
+}
+
+#[test]
+fn device_panel_customer_actions_go_out_as_effects_and_their_outcome_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    selling(&mut h);
+    let action = CustomerAction::WalletCode(WalletOutcome::ConfirmsLate);
+    h.send(Message::Customer(action.clone()));
+    assert_eq!(h.other_effects.last(), Some(&Effect::Customer(action)));
+    h.send(Message::CustomerDone(Err(
+        "no sale in progress: scan a product first".into(),
+    )));
+    assert_eq!(
+        h.cashier.panel_status,
+        Some((false, "no sale in progress: scan a product first".into()))
+    );
+    // A new action clears the last outcome until its own arrives.
+    h.send(Message::Customer(CustomerAction::TapCard));
+    assert_eq!(h.cashier.panel_status, None);
+    h.send(Message::CustomerDone(Ok(
+        "test card tapped: payment paid".into()
+    )));
+    assert_eq!(
+        h.cashier.panel_status,
+        Some((true, "test card tapped: payment paid".into()))
+    );
+    // No dynamic QR on the sale screen: the phone has nothing to pay.
+    assert_eq!(h.cashier.open_dynamic_qr(), None);
+}
+
+fn attempt(method: &str, state: &str, step: &str) -> lanepay_agent::api::PaymentAttemptView {
+    lanepay_agent::api::PaymentAttemptView {
+        attempt_id: "T0001-000001-1".into(),
+        sale_id: "sale-1".into(),
+        method: method.into(),
+        amount: "3.50".into(),
+        state: state.into(),
+        step: step.into(),
+        qr_text: None,
+        deadline_ms: Some(START_MS + 30_000),
+        masked_pan: None,
+        message: None,
+    }
+}
+
+fn payment_kind(h: &Harness) -> Option<PayKind> {
+    match &h.cashier.screen {
+        Screen::Payment(screen) => Some(screen.kind),
+        _ => None,
+    }
+}
+
+#[test]
+fn wallet_code_screen_counts_down_says_what_happens_and_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    selling(&mut h);
+    scan(&mut h, "6901234567892");
+    h.send(Message::Key(Key::F(6)));
+    assert_eq!(payment_kind(&h), Some(PayKind::WalletCode));
+    h.send(Message::Payment(PaymentMessage::Input(
+        "281234567890123456".into(),
+    )));
+    h.send(Message::Payment(PaymentMessage::Submit));
+    assert_eq!(
+        h.commands.last(),
+        Some(&Command::PayWalletCode {
+            code: "281234567890123456".into()
+        })
+    );
+    // The lane's runtime reports the customer confirming on the phone.
+    h.send(Message::Lane(Event::PaymentChanged(attempt(
+        "alipay",
+        "waiting",
+        "waiting for customer to confirm",
+    ))));
+    assert_eq!(payment_kind(&h), Some(PayKind::WalletCode));
+    assert_eq!(h.cashier.payment_seconds_left(), Some(30));
+    h.send(Message::Tick(START_MS + 12_500));
+    assert_eq!(h.cashier.payment_seconds_left(), Some(18));
+    h.send(Message::Tick(START_MS + 31_000));
+    assert_eq!(h.cashier.payment_seconds_left(), Some(0));
+    assert_eq!(
+        h.cashier.locale.step("waiting for customer to confirm"),
+        "waiting for customer to confirm"
+    );
+    // Esc while the attempt is open asks the lane to cancel; the screen stays until it says.
+    h.send(Message::Key(Key::Escape));
+    assert_eq!(h.commands.last(), Some(&Command::CancelPayment));
+    h.send(Message::Lane(Event::PaymentChanged(attempt(
+        "alipay",
+        "reversing",
+        "reversing",
+    ))));
+    assert_eq!(payment_kind(&h), Some(PayKind::WalletCode));
+    let mut reversed = attempt("alipay", "reversed", "reversed, nothing charged");
+    reversed.message = Some("cancelled by the cashier".into());
+    h.send(Message::Lane(Event::PaymentChanged(reversed)));
+    let notice = h.cashier.notice.clone().unwrap();
+    assert!(notice.is_error);
+    assert_eq!(notice.text, "cancelled by the cashier — Esc");
+    // A final attempt: Esc goes back to the sale, and nothing more is sent.
+    let sent = h.commands.len();
+    h.send(Message::Key(Key::Escape));
+    assert_eq!(h.cashier.screen, Screen::Sale);
+    assert_eq!(h.commands.len(), sent);
+}
+
+#[test]
+fn dynamic_qr_screen_shows_the_qr_until_paid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    selling(&mut h);
+    scan(&mut h, "6901234567892");
+    h.send(Message::Key(Key::F(7)));
+    assert_eq!(payment_kind(&h), Some(PayKind::DynamicQr));
+    h.send(Message::Payment(PaymentMessage::Wallet("wechat")));
+    assert_eq!(
+        h.commands.last(),
+        Some(&Command::StartDynamicQr {
+            wallet: "wechat".into()
+        })
+    );
+    let url = "http://127.0.0.1:9/sandbox/pay/T0001-000001-1";
+    let mut waiting = attempt(
+        "wechat",
+        "waiting",
+        "waiting for the customer to scan and pay",
+    );
+    waiting.qr_text = Some(url.into());
+    h.send(Message::Lane(Event::PaymentChanged(waiting)));
+    assert_eq!(h.cashier.open_dynamic_qr(), Some(url));
+    assert_eq!(
+        h.cashier.qr.as_ref().map(|(text, _)| text.as_str()),
+        Some(url)
+    );
+    // A second wallet button while the QR is open does not start another order.
+    let sent = h.commands.len();
+    h.send(Message::Payment(PaymentMessage::Wallet("alipay")));
+    assert_eq!(h.commands.len(), sent);
+    let mut paid = attempt("wechat", "paid", "paid");
+    paid.qr_text = Some(url.into());
+    h.send(Message::Lane(Event::PaymentChanged(paid)));
+    assert_eq!(h.cashier.screen, Screen::Sale);
+    assert!(h.cashier.qr.is_none());
+    assert_eq!(
+        h.cashier.notice.clone().unwrap().text,
+        "wechat ¥3.50 — paid"
+    );
+}
+
+#[test]
+fn card_screen_shows_the_reader_and_the_offline_room_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    selling(&mut h);
+    scan(&mut h, "6901234567892");
+    h.send(Message::Lane(Event::DeviceStatus(
+        lanepay_agent::api::DeviceStatusView {
+            device: "nfc".into(),
+            state: "ready".into(),
+            detail: Some("PN532 firmware 1.6".into()),
+        },
+    )));
+    h.send(Message::Lane(Event::SyncStatus(
+        lanepay_agent::api::SyncStatusView {
+            online: false,
+            offline_card_room: "500.00".into(),
+            offline_payments_left: 199,
+            ..Default::default()
+        },
+    )));
+    h.send(Message::Key(Key::F(8)));
+    assert_eq!(payment_kind(&h), Some(PayKind::Card));
+    assert_eq!(h.commands.last(), Some(&Command::PayCard));
+    assert_eq!(
+        h.cashier.card_reader_line(),
+        "Card reader: ready (PN532 firmware 1.6)"
+    );
+    assert_eq!(
+        h.cashier.offline_room_line().as_deref(),
+        Some("Offline card limit left: up to ¥500.00, 199 more payments")
+    );
+    h.send(Message::Key(Key::F(11)));
+    assert_eq!(
+        h.cashier.offline_room_line().as_deref(),
+        Some("离线刷卡剩余额度: 单笔最多 500.00 元, 199 笔")
+    );
+    assert_eq!(h.cashier.locale.step("tap card"), "请顾客挥卡");
+    // Full: the cashier is told what to do instead.
+    h.send(Message::Lane(Event::SyncStatus(
+        lanepay_agent::api::SyncStatusView {
+            online: false,
+            offline_card_room: "0.00".into(),
+            offline_payments_left: 0,
+            ..Default::default()
+        },
+    )));
+    assert_eq!(
+        h.cashier.offline_room_line().as_deref(),
+        Some("离线刷卡额度已满：请收现金或等网络恢复")
+    );
+    // Online, the card is authorised at once: no offline line.
+    h.send(Message::Lane(Event::SyncStatus(
+        lanepay_agent::api::SyncStatusView {
+            online: true,
+            offline_card_room: "500.00".into(),
+            offline_payments_left: 200,
+            ..Default::default()
+        },
+    )));
+    assert_eq!(h.cashier.offline_room_line(), None);
+    // The card is stored offline: the sale screen comes back.
+    let mut stored = attempt("card", "stored", "stored offline, to forward");
+    stored.masked_pan = Some("6222 •••• •••• 0017".into());
+    h.send(Message::Lane(Event::PaymentChanged(stored)));
+    assert_eq!(h.cashier.screen, Screen::Sale);
+}
+
+#[test]
+fn offline_qr_screen_takes_the_scanned_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    selling(&mut h);
+    scan(&mut h, "6901234567892");
+    h.send(Message::Key(Key::F(9)));
+    assert_eq!(payment_kind(&h), Some(PayKind::OfflineQr));
+    assert_eq!(h.commands.last(), Some(&Command::StartOfflineQr));
+    // An empty Enter sends nothing.
+    let sent = h.commands.len();
+    h.send(Message::Payment(PaymentMessage::Submit));
+    assert_eq!(h.commands.len(), sent);
+    h.send(Message::Payment(PaymentMessage::Input(
+        "LPC1.T0001-000001-1.abcdef".into(),
+    )));
+    h.send(Message::Payment(PaymentMessage::Submit));
+    assert_eq!(
+        h.commands.last(),
+        Some(&Command::ScanOfflineConfirmation {
+            text: "LPC1.T0001-000001-1.abcdef".into()
+        })
+    );
+}
+
+#[test]
+fn the_notice_on_screen_is_said_again_in_the_other_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    selling(&mut h);
+    scan(&mut h, "6901234567892");
+    h.send(Message::Key(Key::F(5)));
+    h.send(Message::Cash(CashMessage::Given("10".into())));
+    h.send(Message::Cash(CashMessage::Submit));
+    assert_eq!(
+        h.cashier.notice.clone().unwrap().text,
+        "Sale complete — Change due ¥6.50"
+    );
+    h.send(Message::Key(Key::F(11)));
+    assert_eq!(
+        h.cashier.notice.clone().unwrap().text,
+        "交易完成 — 找零 6.50 元"
+    );
+    // The lane's refusal of a scan: its words are kept, the screen's own are translated.
+    scan(&mut h, "0000000000000");
+    let notice = h.cashier.notice.clone().unwrap();
+    assert!(notice.is_error);
+    assert!(
+        notice.text.starts_with("未加入 0000000000000: "),
+        "{}",
+        notice.text
+    );
 }
