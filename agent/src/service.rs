@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ed25519_dalek::VerifyingKey;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::api::{Command, CommandError, Event, Reply};
+use crate::api::{Command, CommandError, Event, Reply, SyncStatusView};
 use crate::clock::Clock;
 use crate::lane::Lane;
 use crate::store::{self, journal};
@@ -35,6 +35,9 @@ pub struct LaneHandle {
     commands: mpsc::Sender<Job>,
     events: broadcast::Sender<Event>,
     terminal_id: Arc<str>,
+    /// The last sync status published: a screen or client that starts after the link came up
+    /// shows it at once instead of "offline" until the next change.
+    last_sync: Arc<std::sync::Mutex<Option<SyncStatusView>>>,
 }
 
 impl LaneHandle {
@@ -80,8 +83,22 @@ impl LaneHandle {
 
     /// Publishes an event that did not come from a command (sync status, devices).
     pub fn publish(&self, event: Event) {
+        if let Event::SyncStatus(status) = &event {
+            *self
+                .last_sync
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status.clone());
+        }
         // No subscribers is fine: nobody is watching right now.
         let _ = self.events.send(event);
+    }
+
+    /// The last sync status the uplink published (None before it has said anything).
+    pub fn last_sync_status(&self) -> Option<SyncStatusView> {
+        self.last_sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn terminal_id(&self) -> &str {
@@ -123,6 +140,7 @@ pub fn start(mut lane: Lane, clock: Arc<dyn Clock>) -> std::io::Result<LaneHandl
         commands,
         events,
         terminal_id,
+        last_sync: Arc::default(),
     })
 }
 

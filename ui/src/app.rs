@@ -935,6 +935,13 @@ impl Cashier {
                     self.selected_line = None;
                 }
                 if !cart.lines.is_empty() {
+                    // A new sale: the last one's "done" line no longer applies (errors stay
+                    // until the cashier has read them).
+                    if self.cart.lines.is_empty()
+                        && self.notice.as_ref().is_some_and(|n| !n.is_error)
+                    {
+                        self.notice = None;
+                    }
                     self.last_sale = None;
                 }
                 self.cart = cart;

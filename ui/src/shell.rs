@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use iced::widget::operation;
-use iced::{Element, Font, Size, Subscription, Task, Theme, window};
+use iced::{Element, Font, Point, Size, Subscription, Task, Theme, window};
 use lanepay_agent::api::{Command, Event};
 use lanepay_agent::service::LaneHandle;
 use lanepay_drivers::emulator::scanner::ScannerEmulator;
@@ -144,6 +144,9 @@ impl Shell {
         );
         cashier.has_emulated_scanner = options.scanner.is_some();
         cashier.has_customer = options.customer.is_some();
+        if let Some(sync) = options.handle.last_sync_status() {
+            cashier.sync = sync;
+        }
         for device in &options.initial_devices {
             cashier
                 .devices
@@ -162,13 +165,16 @@ impl Shell {
         };
         let (cashier_id, open_cashier) = window::open(window::Settings {
             size: Size::new(1280.0, 800.0),
+            // Side by side on a 1920×1080 desktop (a window manager may still move them).
+            position: window::Position::Specific(Point::new(0.0, 0.0)),
             ..window::Settings::default()
         });
         shell.cashier_window = Some(cashier_id);
         let mut tasks = vec![open_cashier.map(ShellMessage::WindowOpened)];
         if options.customer_window {
             let (id, open) = window::open(window::Settings {
-                size: Size::new(640.0, 600.0),
+                size: Size::new(620.0, 560.0),
+                position: window::Position::Specific(Point::new(1290.0, 0.0)),
                 ..window::Settings::default()
             });
             shell.customer_window = Some(id);
@@ -176,7 +182,8 @@ impl Shell {
         }
         if options.device_panel {
             let (id, open) = window::open(window::Settings {
-                size: Size::new(460.0, 760.0),
+                size: Size::new(460.0, 510.0),
+                position: window::Position::Specific(Point::new(1290.0, 565.0)),
                 ..window::Settings::default()
             });
             shell.panel_window = Some(id);

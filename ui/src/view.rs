@@ -188,6 +188,10 @@ fn cart_table(state: &Cashier) -> Element<'_, Message> {
     }
     if state.cart.lines.is_empty() {
         let idle: String = match &state.last_sale {
+            // A sale paid exactly (wallet, card, exact cash) has no change to mention.
+            Some(sale) if sale.change == ZERO_YUAN => {
+                format!("{} {}", state.t(Text::SaleDone), sale.receipt_no)
+            }
             Some(sale) => format!(
                 "{} {} — {} {}",
                 state.t(Text::SaleDone),
@@ -729,6 +733,9 @@ pub fn customer(state: &Cashier) -> Element<'static, Message> {
     let mut page = column![].spacing(16).padding(20);
     if state.cart.lines.is_empty() {
         match &state.last_sale {
+            Some(sale) if sale.change == ZERO_YUAN => {
+                page = page.push(text(state.t(Text::ThankYou)).size(TOTAL_SIZE));
+            }
             Some(sale) => {
                 page = page
                     .push(text(state.t(Text::ThankYou)).size(TOTAL_SIZE))
@@ -821,6 +828,9 @@ pub fn device_panel(state: &Cashier) -> Element<'static, Message> {
     }
     scrollable(panel).into()
 }
+
+/// The lane's way of writing no money at all.
+const ZERO_YUAN: &str = "0.00";
 
 /// The demo catalog's products the device panel offers (code, English, Chinese).
 pub const DEMO_PRODUCTS: &[(&str, &str, &str)] = &[

@@ -571,6 +571,9 @@ fn the_notice_on_screen_is_said_again_in_the_other_language() {
         h.cashier.notice.clone().unwrap().text,
         "交易完成 — 找零 6.50 元"
     );
+    // The next sale's first item clears the last sale's "done" line.
+    scan(&mut h, "6901234567892");
+    assert_eq!(h.cashier.notice, None);
     // The lane's refusal of a scan: its words are kept, the screen's own are translated.
     scan(&mut h, "0000000000000");
     let notice = h.cashier.notice.clone().unwrap();
@@ -580,4 +583,19 @@ fn the_notice_on_screen_is_said_again_in_the_other_language() {
         "{}",
         notice.text
     );
+}
+
+#[test]
+fn the_lane_keeps_the_last_sync_status_for_a_screen_that_starts_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(dir.path());
+    assert_eq!(h.handle.last_sync_status(), None);
+    let status = lanepay_agent::api::SyncStatusView {
+        online: true,
+        live: true,
+        backlog: 3,
+        ..Default::default()
+    };
+    h.handle.publish(Event::SyncStatus(status.clone()));
+    assert_eq!(h.handle.last_sync_status(), Some(status));
 }
