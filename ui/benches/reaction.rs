@@ -1,7 +1,13 @@
 //! How fast the cashier screen reacts: from the lane's "cart changed" event (an item was
-//! scanned) to the next frame drawn and rasterised by tiny-skia (the renderer used under
-//! Xvfb), p50/p99 over a 500-line day, with a baseline in the same run (redrawing the same
-//! screen with no event); then the process's resident memory after that day.
+//! scanned) through `update` to the next frame laid out, drawn and rasterised by tiny-skia
+//! (the renderer used under Xvfb), p50/p99 over a 500-line day, with a baseline in the same
+//! run (redrawing the same screen with no event); then the process's resident memory after
+//! that day (the lane and the screen live in this process, as in `lanepay-ui demo`).
+//!
+//! The frame is made the way the running app makes one: one renderer for the whole run, the
+//! widget tree's cache carried from frame to frame, the window's 1280×800 at scale 1. The
+//! rasteriser redraws the whole window every time (the app's presenter redraws only what
+//! changed), so this is an upper bound on the app's frame time.
 //!
 //! Run: `cargo bench -p lanepay-ui --bench reaction` (release, single-threaded rendering).
 #![allow(clippy::unwrap_used)]
@@ -13,18 +19,22 @@ use std::time::{Duration, Instant};
 
 use iced::Theme;
 use iced_test::Simulator;
-use lanepay_agent::api::{Command, Event, Reply};
+use iced_test::core::renderer::Headless;
+use iced_test::core::{Color, Event, clipboard, mouse, renderer, window};
+use iced_test::runtime::user_interface::{Cache, UserInterface};
+use lanepay_agent::api::{Command, Reply};
 use lanepay_agent::clock::ManualClock;
-use lanepay_ui::app::{CashMessage, Key, Message, SaleMessage, ShiftMessage, SignInMessage};
+use lanepay_ui::app::{
+    CashMessage, Cashier, Key, Message, SaleMessage, ShiftMessage, SignInMessage,
+};
 use lanepay_ui::testing::Harness;
 use lanepay_ui::view;
 
+/// The reaction the issue asks for: item scanned to frame, p99 (under Xvfb on 2 cores).
+const TARGET_P99_MS: u64 = 50;
 /// Sales in the simulated day and items scanned per sale: 500 lines.
 const SALES: usize = 100;
 const ITEMS_PER_SALE: usize = 5;
-/// Every scan goes through `update`; one in this many is also timed to a rasterised frame
-/// (a frame at 2x scale is the expensive part, and the day must fit in a CI minute).
-const TIME_EVERY: usize = 5;
 /// The demo catalog's per-unit products (distinct lines within a sale).
 const CODES: [&str; 5] = [
     "6901234567892",
@@ -61,14 +71,59 @@ fn settings(with_font: bool) -> iced::Settings {
     settings
 }
 
-/// One frame of the cashier view: layout, draw, rasterise.
-fn frame(h: &Harness) {
-    let mut ui = Simulator::with_size(
-        settings(false),
-        iced::Size::new(1280.0, 800.0),
-        view::cashier(&h.cashier),
-    );
-    let _ = ui.snapshot(&Theme::Light).unwrap();
+/// The cashier window's size in the demo (logical pixels, scale 1 under Xvfb).
+const WINDOW: iced::Size = iced::Size::new(1280.0, 800.0);
+
+/// The app's frame loop without a window: one renderer, the widget cache kept between frames.
+struct Frames {
+    renderer: iced::Renderer,
+    cache: Option<Cache>,
+}
+
+impl Frames {
+    fn new() -> Frames {
+        let font = lanepay_ui::fonts::load_cjk_font().map_or(iced::Font::DEFAULT, |font| {
+            iced::Font::with_name(font.family)
+        });
+        let renderer = iced::futures::executor::block_on(<iced::Renderer as Headless>::new(
+            font,
+            iced::Pixels(16.0),
+            Some("tiny-skia"),
+        ))
+        .expect("the tiny-skia renderer starts");
+        Frames {
+            renderer,
+            cache: None,
+        }
+    }
+
+    /// One frame of the cashier view: layout, draw, rasterise; returns the pixels' bytes.
+    fn frame(&mut self, cashier: &Cashier) -> usize {
+        let cache = self.cache.take().unwrap_or_default();
+        let mut ui =
+            UserInterface::build(view::cashier(cashier), WINDOW, cache, &mut self.renderer);
+        let mut messages: Vec<Message> = Vec::new();
+        let _ = ui.update(
+            &[Event::Window(
+                window::Event::RedrawRequested(Instant::now()),
+            )],
+            mouse::Cursor::Unavailable,
+            &mut self.renderer,
+            &mut clipboard::Null,
+            &mut messages,
+        );
+        ui.draw(
+            &mut self.renderer,
+            &Theme::Light,
+            &renderer::Style {
+                text_color: Color::BLACK,
+            },
+            mouse::Cursor::Unavailable,
+        );
+        self.cache = Some(ui.into_cache());
+        let size = iced::Size::new(WINDOW.width as u32, WINDOW.height as u32);
+        self.renderer.screenshot(size, 1.0, Color::WHITE).len()
+    }
 }
 
 fn main() {
@@ -87,6 +142,8 @@ fn main() {
     h.send(Message::SignIn(SignInMessage::Submit));
     h.send(Message::Shift(ShiftMessage::Float("500".into())));
     h.send(Message::Shift(ShiftMessage::Open));
+    let mut frames = Frames::new();
+    frames.frame(&h.cashier);
 
     let mut reaction = Vec::with_capacity(SALES * ITEMS_PER_SALE);
     let mut baseline = Vec::with_capacity(SALES * ITEMS_PER_SALE);
@@ -107,17 +164,15 @@ fn main() {
                 other => panic!("unexpected {other:?}"),
             };
             scanned += 1;
-            if scanned % TIME_EVERY != 0 {
-                let _ = h.cashier.update(Message::Lane(Event::CartChanged(cart)));
-                continue;
-            }
             let started = Instant::now();
-            let _ = h.cashier.update(Message::Lane(Event::CartChanged(cart)));
-            frame(&h);
+            let _ = h
+                .cashier
+                .update(Message::Lane(lanepay_agent::api::Event::CartChanged(cart)));
+            frames.frame(&h.cashier);
             reaction.push(started.elapsed());
             // Baseline: the same screen drawn again with nothing new.
             let started = Instant::now();
-            frame(&h);
+            frames.frame(&h.cashier);
             baseline.push(started.elapsed());
         }
         h.send(Message::Sale(SaleMessage::Key(Key::F(5))));
@@ -139,8 +194,20 @@ fn main() {
             max.as_secs_f64() * 1e3,
         );
     }
+    let reaction_p99 = percentile(&mut reaction, 0.99);
+    let baseline_p99 = percentile(&mut baseline, 0.99);
     println!(
-        "\n{lines} lines in {SALES} sales ({} timed); RSS {rss_start:.1} MB at start, {rss_end:.1} MB after the day (target ≤ 250 MB)",
+        "\nreaction p99 {:.1} ms against the target of {TARGET_P99_MS} ms: {}; ratio to the baseline's p99: {:.2}",
+        reaction_p99.as_secs_f64() * 1e3,
+        if reaction_p99 <= Duration::from_millis(TARGET_P99_MS) {
+            "met"
+        } else {
+            "NOT met"
+        },
+        reaction_p99.as_secs_f64() / baseline_p99.as_secs_f64()
+    );
+    println!(
+        "{lines} lines in {SALES} sales ({} timed); RSS {rss_start:.1} MB at start, {rss_end:.1} MB after the day (target ≤ 250 MB)",
         reaction.len()
     );
     let completed = h.execute(Command::Status).unwrap();
