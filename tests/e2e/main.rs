@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod crash;
+mod demo;
 mod sync;
 mod sync_chaos;
 mod sync_config;

@@ -1,8 +1,11 @@
-//! `lanepay demo`: the scripted demo against the embedded gateway, one sale per payment method
-//! (the work is `lanepay_agent::demo::run_headless`).
+//! `lanepay demo`: the cashier screen's demo (`lanepay-ui demo`, next to this binary) when
+//! there is a display, else the scripted demo against the embedded gateway, one sale per
+//! payment method (the work is `lanepay_agent::demo::run_headless`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context as _;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -15,12 +18,41 @@ pub struct DemoArgs {
     pub data: PathBuf,
 }
 
+/// The screen's binary.
+const UI_BINARY: &str = "lanepay-ui";
+
 pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !args.headless {
-        println!(
-            "The cashier screen is `lanepay-ui demo`; this command runs the scripted sales headless."
-        );
+        match ui_binary() {
+            // It says how to use a virtual display and runs headless itself when there is none.
+            Some(ui) => return run_screen(&ui, &args.data),
+            None => println!(
+                "The cashier screen ({UI_BINARY}) is not installed next to this program \
+                 (cargo build -p lanepay-ui); running the scripted sales headless."
+            ),
+        }
     }
     lanepay_agent::demo::run_headless(&args.data)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `lanepay-ui` in this program's directory (cargo builds both into one; packages install
+/// both into one).
+fn ui_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let ui = exe.parent()?.join(UI_BINARY);
+    ui.is_file().then_some(ui)
+}
+
+fn run_screen(ui: &Path, data: &Path) -> anyhow::Result<ExitCode> {
+    let status = std::process::Command::new(ui)
+        .args(["demo", "--data"])
+        .arg(data)
+        .status()
+        .with_context(|| format!("cannot start {}", ui.display()))?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

@@ -1,15 +1,16 @@
-//! `lanepay-ui demo` on a machine without a display: it says how to see the screen on a
-//! virtual display, then runs the scripted sale against the embedded gateway instead, and
-//! the sales are in the lane's journal.
-#![allow(clippy::unwrap_used)]
+//! `lanepay demo` (without `--headless`) hands over to the cashier screen's demo,
+//! `lanepay-ui demo`, built next to it; on a machine without a display that one says how to use
+//! a virtual display and runs the scripted sales, which end in the lane's journal.
 
 use std::process::Command;
 
+use lanepay_tests::binary::built_binary;
+
 #[test]
-fn without_a_display_the_demo_says_how_and_runs_the_scripted_sale() {
+fn lanepay_demo_opens_the_cashier_screen_demo_which_runs_headless_without_a_display() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let output = Command::new(env!("CARGO_BIN_EXE_lanepay-ui"))
+    let output = Command::new(built_binary("lanepay").unwrap())
         .args(["demo", "--data"])
         .arg(&data)
         .env_remove("DISPLAY")
@@ -24,14 +25,16 @@ fn without_a_display_the_demo_says_how_and_runs_the_scripted_sale() {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+    // These words are lanepay-ui's: the hand-over happened.
     assert!(stdout.starts_with("No display found"), "{stdout}");
     assert!(
         stdout.contains("DISPLAY=:99 lanepay-ui demo --data"),
         "{stdout}"
     );
+    assert!(stdout.contains("Journal verified:"), "{stdout}");
     assert!(stdout.contains("Backlog 0"), "{stdout}");
     let conn = rusqlite::Connection::open_with_flags(
-        lanepay_agent::store::db_path(&data.join("lane")),
+        data.join("lane").join("lane.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap();
