@@ -90,6 +90,16 @@ impl Cashier {
         ))
     }
 
+    /// What the link's trouble means for the cashier. The uplink's own words (an IO error, a
+    /// refused batch) are for the log and HQ, not for the lane's screen.
+    pub fn sync_problem_line(&self) -> Option<&'static str> {
+        match (self.sync.online, &self.sync.problem) {
+            (false, Some(_)) => Some(self.t(Text::SellingOffline)),
+            (true, Some(_)) => Some(self.t(Text::SyncTrouble)),
+            (_, None) => None,
+        }
+    }
+
     /// The dynamic QR's text (the wallet page's address) while one waits to be paid.
     pub fn open_dynamic_qr(&self) -> Option<&str> {
         match &self.screen {

@@ -33,6 +33,8 @@ pub enum CustomerAction {
     TapCard,
     /// Opens the dynamic QR's wallet page on the "phone" and confirms it.
     PayDynamicQr(String),
+    /// Pulls the store's network cable (`false`: the gateway stops answering) or plugs it back.
+    Network(bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +58,8 @@ impl WalletOutcome {
 /// The demo's customer: the emulated scanner and reader, and a phone that reaches the
 /// gateway's sandbox wallet pages.
 pub struct DemoCustomer {
-    gateway: Arc<EmbeddedGateway>,
+    /// Locked only for a page or to take the gateway down or up (suspend needs it alone).
+    gateway: tokio::sync::Mutex<EmbeddedGateway>,
     handle: LaneHandle,
     scanner: Option<Arc<Mutex<ScannerEmulator>>>,
     nfc: Option<Arc<Pn532Emulator>>,
@@ -65,7 +68,14 @@ pub struct DemoCustomer {
 impl std::fmt::Debug for DemoCustomer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DemoCustomer")
-            .field("gateway", &self.gateway.base_url())
+            .field(
+                "gateway",
+                &self
+                    .gateway
+                    .try_lock()
+                    .map(|g| g.base_url().to_string())
+                    .ok(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +88,7 @@ impl DemoCustomer {
             CustomerAction::WalletCode(outcome) => self.wallet_code(outcome).await,
             CustomerAction::TapCard => self.tap_card().await,
             CustomerAction::PayDynamicQr(url) => self.pay_dynamic_qr(&url).await,
+            CustomerAction::Network(up) => self.network(up).await,
         };
         result.map_err(|error| format!("{error:#}"))
     }
@@ -170,13 +181,27 @@ impl DemoCustomer {
     }
 
     async fn pay_dynamic_qr(&self, url: &str) -> anyhow::Result<String> {
-        let page = self.gateway.get_page(url).await?;
+        let gateway = self.gateway.lock().await;
+        let page = gateway.get_page(url).await?;
         let action = between(&page, "<form method=\"post\" action=\"", "\"")
             .context("the wallet page offers no confirm button")?;
-        self.gateway
-            .post_page(&format!("{}{action}", self.gateway.base_url()))
+        gateway
+            .post_page(&format!("{}{action}", gateway.base_url()))
             .await?;
         Ok(format!("the phone opened {url} and confirmed the payment"))
+    }
+}
+
+impl DemoCustomer {
+    async fn network(&self, up: bool) -> anyhow::Result<String> {
+        let mut gateway = self.gateway.lock().await;
+        if up {
+            gateway.resume().await?;
+            Ok("network back: the lane goes online and forwards what it stored".into())
+        } else {
+            gateway.suspend().await?;
+            Ok("network cable pulled: the lane goes offline within 5 s; cards are stored within the offline limits".into())
+        }
     }
 }
 
@@ -218,7 +243,7 @@ impl DemoLane {
             .map(|s| Arc::new(Mutex::new(s)));
         let nfc = lane.devices.emulators.nfc.take().map(Arc::new);
         let customer = Arc::new(DemoCustomer {
-            gateway: Arc::new(gateway),
+            gateway: tokio::sync::Mutex::new(gateway),
             handle: lane.handle.clone(),
             scanner: scanner.clone(),
             nfc,
@@ -243,8 +268,7 @@ impl DemoLane {
             tracing::warn!("{error:#}");
         }
         if let Ok(customer) = Arc::try_unwrap(self.customer)
-            && let Ok(gateway) = Arc::try_unwrap(customer.gateway)
-            && let Err(error) = gateway.stop().await
+            && let Err(error) = customer.gateway.into_inner().stop().await
         {
             tracing::warn!(%error, "the embedded gateway stopped with an error");
         }

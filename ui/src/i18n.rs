@@ -211,6 +211,11 @@ catalog! {
     WalletLate => "Show wallet code (confirms late on the phone)", "出示付款码（手机上稍后确认）";
     WalletDeclined => "Show wallet code (declined)", "出示付款码（余额不足被拒）";
     TapCard => "Tap the test card on the reader", "在读卡器上挥卡（测试卡）";
+    SellingOffline => "no network: keep selling (cash, cards within the offline limit, offline QR); everything is sent when it is back", "网络中断：可继续收银（现金、离线额度内刷卡、离线二维码），恢复后自动上送";
+    SyncTrouble => "the gateway refuses some of this lane's records: keep selling and call support", "网关拒收部分记录：可继续收银，请联系技术支持";
+    NetworkHint => "The store's network:", "门店网络：";
+    NetworkDown => "Pull the cable", "拔掉网线";
+    NetworkUp => "Plug it back", "插回网线";
     PayQrOnPhone => "Pay the dynamic QR on the phone", "用手机支付屏幕上的动态码";
     Voided => "Sale voided", "已作废";
     NoSale => "Scan an item first", "请先扫描商品";

@@ -173,7 +173,7 @@ impl Shell {
         let mut tasks = vec![open_cashier.map(ShellMessage::WindowOpened)];
         if options.customer_window {
             let (id, open) = window::open(window::Settings {
-                size: Size::new(620.0, 560.0),
+                size: Size::new(620.0, 500.0),
                 position: window::Position::Specific(Point::new(1290.0, 0.0)),
                 ..window::Settings::default()
             });
@@ -182,8 +182,8 @@ impl Shell {
         }
         if options.device_panel {
             let (id, open) = window::open(window::Settings {
-                size: Size::new(460.0, 510.0),
-                position: window::Position::Specific(Point::new(1290.0, 565.0)),
+                size: Size::new(460.0, 570.0),
+                position: window::Position::Specific(Point::new(1290.0, 510.0)),
                 ..window::Settings::default()
             });
             shell.panel_window = Some(id);

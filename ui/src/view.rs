@@ -658,8 +658,8 @@ fn status_bar(state: &Cashier) -> Element<'_, Message> {
             text(format!("⚠ {} {} s", state.t(Text::ClockSkew), skew / 1_000)).color(ERROR_RED),
         );
     }
-    if let Some(problem) = &sync.problem {
-        bar = bar.push(text(problem.as_str()).color(MUTED));
+    if let Some(words) = state.sync_problem_line() {
+        bar = bar.push(text(words).color(MUTED));
     }
     bar = bar
         .push(text(format!(
@@ -818,6 +818,16 @@ pub fn device_panel(state: &Cashier) -> Element<'static, Message> {
         ))),
         None => pay_qr,
     });
+    panel = panel.push(text(state.t(Text::NetworkHint)).size(BODY_SIZE));
+    panel = panel.push(
+        row![
+            button(text(state.t(Text::NetworkDown)))
+                .on_press(Message::Customer(CustomerAction::Network(false))),
+            button(text(state.t(Text::NetworkUp)))
+                .on_press(Message::Customer(CustomerAction::Network(true))),
+        ]
+        .spacing(8),
+    );
     if let Some((ok, line)) = &state.panel_status {
         let color = if *ok {
             Color::from_rgb8(0x1b, 0x5e, 0x20)

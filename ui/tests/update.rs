@@ -296,6 +296,23 @@ fn status_bar_state_follows_sync_and_device_events() {
     )));
     assert!(h.cashier.sync.online);
     assert_eq!(h.cashier.skew_warning_ms(), Some(-90_000));
+    assert_eq!(h.cashier.sync_problem_line(), None);
+    // The uplink's raw reason is not the cashier's business; what to do is.
+    h.send(Message::Lane(Event::SyncStatus(
+        lanepay_agent::api::SyncStatusView {
+            online: false,
+            problem: Some(
+                "cannot reach the gateway: IO error: Connection refused (os error 111)".into(),
+            ),
+            ..Default::default()
+        },
+    )));
+    assert_eq!(
+        h.cashier.sync_problem_line(),
+        Some(
+            "no network: keep selling (cash, cards within the offline limit, offline QR); everything is sent when it is back"
+        )
+    );
     h.send(Message::Lane(Event::DeviceStatus(
         lanepay_agent::api::DeviceStatusView {
             device: "printer".into(),
@@ -334,6 +351,12 @@ fn device_panel_customer_actions_go_out_as_effects_and_their_outcome_is_shown() 
     assert_eq!(
         h.cashier.panel_status,
         Some((true, "test card tapped: payment paid".into()))
+    );
+    // The panel can take the store's network down for the offline demo.
+    h.send(Message::Customer(CustomerAction::Network(false)));
+    assert_eq!(
+        h.other_effects.last(),
+        Some(&Effect::Customer(CustomerAction::Network(false)))
     );
     // No dynamic QR on the sale screen: the phone has nothing to pay.
     assert_eq!(h.cashier.open_dynamic_qr(), None);
