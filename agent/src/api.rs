@@ -339,8 +339,13 @@ pub struct SyncStatusView {
     pub last_sync_ms: Option<i64>,
     /// Gateway clock minus lane clock, when known; the screen warns past a minute.
     pub clock_skew_ms: Option<i64>,
-    /// Why the lane is offline or what the gateway refused, in words.
+    /// Why the lane is offline or what the gateway refused, in words (for logs and HQ).
     pub problem: Option<String>,
+    /// What kind of trouble `problem` is: unreachable (no network; sales go on and are sent
+    /// later), refused (the gateway refused a request or an entry), journal_mismatch,
+    /// storage; "" when there is none.
+    #[serde(default)]
+    pub problem_kind: String,
     /// Card payments stored offline and not forwarded yet, in yuan ("" when not known).
     #[serde(default)]
     pub offline_exposure: String,

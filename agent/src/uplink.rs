@@ -83,6 +83,20 @@ enum UplinkError {
     Silent,
 }
 
+impl UplinkError {
+    /// What kind of trouble this is, for the screen (`SyncStatusView::problem_kind`).
+    fn kind(&self) -> &'static str {
+        match self {
+            UplinkError::Client(ClientError::Unreachable(_))
+            | UplinkError::Channel(_)
+            | UplinkError::Silent => "unreachable",
+            UplinkError::Client(_) | UplinkError::Rejected { .. } => "refused",
+            UplinkError::Ack(_) => "journal_mismatch",
+            UplinkError::Store(_) => "storage",
+        }
+    }
+}
+
 /// The uplink's working state.
 struct Uplink {
     client: GatewayClient,
@@ -185,10 +199,9 @@ pub async fn run_with_pushes(
             uplink.set_offline(&error);
         }
         let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
-        tokio::select! {
-            _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
-            _ = shutdown.changed() => {}
-        }
+        uplink
+            .wait_offline(backoff + Duration::from_millis(jitter), &mut shutdown)
+            .await;
         backoff = (backoff * 2).min(BACKOFF_CAP);
     }
     Ok(())
@@ -419,10 +432,38 @@ impl Uplink {
         }
     }
 
+    /// Waits out `backoff` before the next attempt. Meanwhile what the lane does offline (a
+    /// sale journaled, a card stored) still reaches the status bar: the backlog, the offline
+    /// exposure and the offline card room are read again after each lane event.
+    async fn wait_offline(&mut self, backoff: Duration, shutdown: &mut watch::Receiver<bool>) {
+        let mut events = self.lane.subscribe();
+        let wait = tokio::time::sleep(backoff);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => return,
+                _ = shutdown.changed() => return,
+                event = events.recv() => match event {
+                    // Ours (or a copy of ours): nothing new in the database.
+                    Ok(Event::SyncStatus(_)) => {}
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let before = self.status.clone();
+                        self.refresh_backlog();
+                        if self.status != before {
+                            self.publish();
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+
     fn set_offline(&mut self, error: &UplinkError) {
         self.status.online = false;
         self.status.live = false;
         self.status.problem = Some(error.to_string());
+        self.status.problem_kind = error.kind().to_string();
         self.refresh_backlog();
         self.publish();
     }
@@ -433,6 +474,7 @@ impl Uplink {
         self.status.online = true;
         self.status.live = live;
         self.status.problem = None;
+        self.status.problem_kind = String::new();
         if changed {
             self.publish();
         }
@@ -693,6 +735,63 @@ mod tests {
             last.problem.as_deref(),
             Some("no frame from the gateway for 5 s")
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_offline_the_status_follows_what_the_lane_journals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut uplink, lane) = lane_with_backlog(dir.path(), 3, 1);
+        uplink.set_offline(&UplinkError::Client(ClientError::Unreachable(
+            "connection refused".into(),
+        )));
+        assert_eq!(uplink.status.backlog, 2);
+        assert_eq!(uplink.status.problem_kind, "unreachable");
+        assert_eq!(uplink.status.offline_payments_left, 200);
+        let mut events = lane.subscribe();
+        let (_stop, mut shutdown) = watch::channel(false);
+        let started = Instant::now();
+        let waiting = uplink.wait_offline(Duration::from_secs(30), &mut shutdown);
+        let lane_works = async {
+            // The lane journals while the gateway is away, then tells its listeners.
+            let conn = store::open(&store::db_path(dir.path()), Durability::Normal).unwrap();
+            let key = SigningKey::from_bytes(&[9; 32]);
+            journal::append(&conn, &key, TERMINAL, "note", b"{}".to_vec(), 3_000).unwrap();
+            lane.publish(Event::DeviceStatus(crate::api::DeviceStatusView {
+                device: "printer".into(),
+                state: "ready".into(),
+                detail: None,
+            }));
+            let heard = async {
+                loop {
+                    if let Event::SyncStatus(status) = events.recv().await.unwrap() {
+                        return (status, Instant::now());
+                    }
+                }
+            };
+            // Without the offline listening nothing is published at all.
+            tokio::time::timeout(Duration::from_secs(60), heard)
+                .await
+                .expect("no sync status was published while offline")
+        };
+        let ((), (status, seen_at)) = tokio::join!(waiting, lane_works);
+        assert_eq!(status.backlog, 3, "the new entry is counted while offline");
+        assert!(!status.online);
+        assert!(
+            seen_at - started < Duration::from_secs(1),
+            "the status bar heard at once, not after the backoff"
+        );
+    }
+
+    #[test]
+    fn uplink_errors_say_what_kind_of_trouble_they_are() {
+        let unreachable = UplinkError::Client(ClientError::Unreachable("refused".into()));
+        assert_eq!(unreachable.kind(), "unreachable");
+        assert_eq!(UplinkError::Silent.kind(), "unreachable");
+        let rejected = UplinkError::Rejected {
+            seq: 12,
+            reason: "bad signature".into(),
+        };
+        assert_eq!(rejected.kind(), "refused");
     }
 
     #[tokio::test(start_paused = true)]
