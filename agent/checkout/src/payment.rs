@@ -720,8 +720,13 @@ impl OfflineCardLimits {
             return OfflineCardRoom::default();
         }
         let total_left = self.total.saturating_sub(stored.total).max(Money::ZERO);
+        let largest_payment = self.per_payment.min(total_left);
+        if largest_payment <= Money::ZERO {
+            // Payments are left but no money: none can be stored.
+            return OfflineCardRoom::default();
+        }
         OfflineCardRoom {
-            largest_payment: self.per_payment.min(total_left),
+            largest_payment,
             payments_left,
         }
     }
@@ -1222,10 +1227,25 @@ mod tests {
             count: 1,
             oldest_stored_at_ms: Some(T0),
         };
+        // Exactly at the age limit still allows; a millisecond past it does not.
+        assert_eq!(
+            limits.room(&old, T0 + 72 * 3_600_000).largest_payment,
+            Money::from_fen(50_000)
+        );
         assert_eq!(
             limits.room(&old, T0 + 72 * 3_600_000 + 1),
             OfflineCardRoom::default()
         );
+        // The total used up exactly, or over a limit lowered since: no room at all.
+        for stored_fen in [500_000, 600_000] {
+            let full = StoredCards {
+                total: Money::from_fen(stored_fen),
+                count: 3,
+                oldest_stored_at_ms: Some(T0),
+            };
+            assert_eq!(limits.room(&full, T0), OfflineCardRoom::default());
+            assert!(decide_offline_card(&limits, &full, Money::from_fen(1), T0).is_err());
+        }
     }
 
     #[test]
