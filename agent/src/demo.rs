@@ -428,6 +428,11 @@ struct DemoLane {
 
 impl DemoLane {
     async fn start(config: &AgentConfig) -> anyhow::Result<DemoLane> {
+        if crate::uplink_settings(config)?.is_none() {
+            bail!(
+                "the demo lane is not enrolled (no gateway key recorded): give the demo a new --data directory"
+            );
+        }
         let mut lane = LaneRuntime::open(config, Arc::new(SystemClock), DEMO_STORE_NAME)?;
         let states: Vec<String> = lane
             .devices

@@ -95,10 +95,23 @@ impl LaneRuntime {
             self.clock.clone(),
             self.uplink.as_ref().map(UplinkHandle::pushes),
         )
-        .await
-        .context("cannot start the lane's payments")?;
-        self.payments = Some(payments);
-        Ok(())
+        .await;
+        match payments {
+            Ok(payments) => {
+                self.payments = Some(payments);
+                Ok(())
+            }
+            Err(error) => {
+                // Not half connected: the uplink stops with the failed start.
+                let _ = self.stop_uplink.send(true);
+                if let Some(uplink) = self.uplink.take()
+                    && let Err(uplink_error) = uplink.join().await
+                {
+                    tracing::warn!("the uplink stopped with an error: {uplink_error:#}");
+                }
+                Err(error.context("cannot start the lane's payments"))
+            }
+        }
     }
 
     /// The payments runtime, once connected.
