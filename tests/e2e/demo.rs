@@ -8,6 +8,9 @@ use lanepay_tests::binary::built_binary;
 
 #[test]
 fn lanepay_demo_opens_the_cashier_screen_demo_which_runs_headless_without_a_display() {
+    // Built by `cargo build --workspace --bins` next to `lanepay`: missing, the test says so
+    // here instead of failing on the headless run `lanepay` would fall back to.
+    built_binary("lanepay-ui").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     let output = Command::new(built_binary("lanepay").unwrap())

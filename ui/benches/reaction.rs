@@ -2,7 +2,8 @@
 //! scanned) through `update` to the next frame laid out, drawn and rasterised by tiny-skia
 //! (the renderer used under Xvfb), p50/p99 over a 500-line day, with a baseline in the same
 //! run (redrawing the same screen with no event); then the process's resident memory after
-//! that day (the lane and the screen live in this process, as in `lanepay-ui demo`).
+//! that day (the lane and the screen's state live in this process; the demo's gateway, uplink
+//! and devices do not: `ui/benches/xvfb_day.sh` measures the whole app).
 //!
 //! The frame is made the way the running app makes one: one renderer for the whole run, the
 //! widget tree's cache carried from frame to frame, the window's 1280×800 at scale 1. The
@@ -22,7 +23,7 @@ use iced_test::Simulator;
 use iced_test::core::renderer::Headless;
 use iced_test::core::{Color, Event, clipboard, mouse, renderer, window};
 use iced_test::runtime::user_interface::{Cache, UserInterface};
-use lanepay_agent::api::{Command, Reply};
+use lanepay_agent::api::{Command, Event as LaneEvent, Reply};
 use lanepay_agent::clock::ManualClock;
 use lanepay_ui::app::{
     CashMessage, Cashier, Key, Message, SaleMessage, ShiftMessage, SignInMessage,
@@ -44,10 +45,11 @@ const CODES: [&str; 5] = [
     "96385074",
 ];
 
+/// Nearest-rank percentile: the smallest sample with at least `p` of the samples at or below.
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
-    let rank = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[rank]
+    let rank = (p * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
 }
 
 fn rss_mb() -> f64 {
@@ -60,12 +62,11 @@ fn rss_mb() -> f64 {
     kb / 1024.0
 }
 
-fn settings(with_font: bool) -> iced::Settings {
+/// iced's settings with the CJK font the app loads (fed to the global font system once).
+fn settings() -> iced::Settings {
     let mut settings = iced::Settings::default();
     if let Some(font) = lanepay_ui::fonts::load_cjk_font() {
-        if with_font {
-            settings.fonts.push(font.bytes.into());
-        }
+        settings.fonts.push(font.bytes.into());
         settings.default_font = iced::Font::with_name(font.family);
     }
     settings
@@ -133,7 +134,7 @@ fn main() {
     let rss_start = rss_mb();
     // The font is loaded once into iced's font system.
     let _: Simulator<'_, Message> = Simulator::with_size(
-        settings(true),
+        settings(),
         iced::Size::new(100.0, 100.0),
         iced::Element::<'_, Message>::from(iced::widget::text("字")),
     );
@@ -153,21 +154,25 @@ fn main() {
             eprintln!("sale {sale} of {SALES}");
         }
         for code in CODES.iter().take(ITEMS_PER_SALE) {
-            // The lane's work is not the screen's: the event is taken from the lane first.
-            let cart = match h
-                .execute(Command::Scan {
+            // The lane's work is not the screen's: its reply and events are taken first, and
+            // the screen sees the events only inside the timed part.
+            let (reply, events) = h
+                .execute_unseen(Command::Scan {
                     code: (*code).into(),
                 })
-                .unwrap()
-            {
-                Reply::Cart(cart) => cart,
-                other => panic!("unexpected {other:?}"),
-            };
+                .unwrap();
+            assert!(matches!(reply, Reply::Cart(_)), "unexpected {reply:?}");
+            assert!(
+                events
+                    .iter()
+                    .any(|e| matches!(e, LaneEvent::CartChanged(_))),
+                "the scan published no cart"
+            );
             scanned += 1;
             let started = Instant::now();
-            let _ = h
-                .cashier
-                .update(Message::Lane(lanepay_agent::api::Event::CartChanged(cart)));
+            for event in events {
+                let _ = h.cashier.update(Message::Lane(event));
+            }
             frames.frame(&h.cashier);
             reaction.push(started.elapsed());
             // Baseline: the same screen drawn again with nothing new.

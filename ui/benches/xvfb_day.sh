@@ -10,12 +10,18 @@ target="${CARGO_TARGET_DIR:-target}"
 app="$target/release/lanepay-ui"
 display=":$(( 90 + RANDOM % 300 ))"
 work="$(mktemp -d)"
-trap 'kill "${app_pid:-0}" "${xvfb_pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+# Only the processes this script started (never `kill 0`, which is the caller's whole group).
+trap 'kill ${app_pid:+"$app_pid"} ${xvfb_pid:+"$xvfb_pid"} 2>/dev/null || true; rm -rf "$work"' EXIT
 
 Xvfb "$display" -screen 0 1920x1080x24 -nolisten tcp >/dev/null 2>&1 &
 xvfb_pid=$!
 export DISPLAY="$display"
-until xdotool getdisplaygeometry >/dev/null 2>&1; do sleep 0.1; done
+tries=0
+until xdotool getdisplaygeometry >/dev/null 2>&1; do
+  tries=$((tries + 1))
+  if [ "$tries" -gt 100 ]; then echo "Xvfb did not start on $display" >&2; exit 1; fi
+  sleep 0.1
+done
 
 state="$work/state.txt"
 ICED_BACKEND=tiny-skia LANEPAY_LOG=warn "$app" demo --language en --data "$work/data" \

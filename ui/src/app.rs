@@ -77,7 +77,7 @@ impl Cashier {
         if self.sync.online || self.sync.offline_card_room.is_empty() {
             return None;
         }
-        if self.sync.offline_payments_left == 0 || self.sync.offline_card_room == "0.00" {
+        if self.sync.offline_payments_left == 0 {
             return Some(self.t(Text::OfflineFull).to_string());
         }
         Some(format!(
@@ -93,10 +93,12 @@ impl Cashier {
     /// What the link's trouble means for the cashier. The uplink's own words (an IO error, a
     /// refused batch) are for the log and HQ, not for the lane's screen.
     pub fn sync_problem_line(&self) -> Option<&'static str> {
-        match (self.sync.online, &self.sync.problem) {
-            (false, Some(_)) => Some(self.t(Text::SellingOffline)),
-            (true, Some(_)) => Some(self.t(Text::SyncTrouble)),
-            (_, None) => None,
+        self.sync.problem.as_ref()?;
+        match self.sync.problem_kind.as_str() {
+            // Only the network: sales go on and are sent when it is back.
+            "unreachable" | "" => Some(self.t(Text::SellingOffline)),
+            // The gateway refuses, or the journal and the gateway disagree: support's work.
+            _ => Some(self.t(Text::SyncTrouble)),
         }
     }
 
@@ -984,11 +986,12 @@ impl Cashier {
                 sale_id,
                 ..
             } => {
+                let card = masked_pan.map(|pan| format!(" {pan}")).unwrap_or_default();
                 self.error(vec![
                     Part::Text(Text::StoredCardDeclined),
-                    plain(format!(" {} ", masked_pan.unwrap_or_default())),
+                    plain(format!("{card} ")),
                     Part::Money(amount),
-                    plain(format!(" ({sale_id}, {reason}) — ")),
+                    plain(format!(", {sale_id} ({reason}) — ")),
                     Part::Text(Text::TellSupervisor),
                 ]);
             }
@@ -1032,13 +1035,16 @@ impl Cashier {
             }
             (Request::TenderCash, Reply::Tender(tender)) => {
                 if tender.completed {
-                    self.info(vec![
-                        Part::Text(Text::SaleDone),
-                        plain(" — "),
-                        Part::Text(Text::ChangeDue),
-                        plain(" "),
-                        Part::Money(tender.change.clone()),
-                    ]);
+                    let mut parts = vec![Part::Text(Text::SaleDone)];
+                    if tender.change != "0.00" {
+                        parts.extend([
+                            plain(" — "),
+                            Part::Text(Text::ChangeDue),
+                            plain(" "),
+                            Part::Money(tender.change.clone()),
+                        ]);
+                    }
+                    self.info(parts);
                     self.cart = empty_cart();
                     self.last_sale = Some(tender);
                     self.screen = Screen::Sale;

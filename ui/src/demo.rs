@@ -115,6 +115,13 @@ impl DemoCustomer {
             bail!("the sale is too small for this outcome: scan another product");
         }
         if target_fen < remaining_fen {
+            // An order discount replaces the one before: with one already on the sale the
+            // amount would not be the one the outcome needs.
+            if cart.discount != "0.00" {
+                bail!(
+                    "this sale already has a discount, so the demo cannot set the amount this outcome needs: void it (F12) and scan a new sale"
+                );
+            }
             let discount = Money::from_fen(remaining_fen - target_fen).to_string();
             self.handle
                 .execute(Command::OrderDiscount {
@@ -159,7 +166,8 @@ impl DemoCustomer {
             loop {
                 match events.recv().await {
                     Ok(Event::PaymentChanged(view))
-                        if crate::app::FINAL_PAYMENT_STATES.contains(&view.state.as_str()) =>
+                        if view.method == "card"
+                            && crate::app::FINAL_PAYMENT_STATES.contains(&view.state.as_str()) =>
                     {
                         return Some(view.state);
                     }
@@ -270,7 +278,7 @@ impl DemoLane {
         if let Ok(customer) = Arc::try_unwrap(self.customer)
             && let Err(error) = customer.gateway.into_inner().stop().await
         {
-            tracing::warn!(%error, "the embedded gateway stopped with an error");
+            tracing::warn!("the embedded gateway stopped with an error: {error:#}");
         }
     }
 }

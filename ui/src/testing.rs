@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use lanepay_agent::api::{Command, Event};
+use lanepay_agent::api::{Command, Event, Reply};
 use lanepay_agent::clock::Clock;
 use lanepay_agent::service::{self, LaneHandle};
 use lanepay_agent::store::{self, catalog};
@@ -26,7 +26,7 @@ pub struct Harness {
     pub handle: LaneHandle,
     events: broadcast::Receiver<Event>,
     runtime: tokio::runtime::Runtime,
-    /// Effects that are not lane commands (focus, print), in order.
+    /// Effects that are not lane commands (focus, the demo customer's actions), in order.
     pub other_effects: Vec<Effect>,
     /// The lane commands the screen sent, in order.
     pub commands: Vec<Command>,
@@ -76,7 +76,7 @@ impl Harness {
     }
 
     /// Runs a command on the lane directly (setup), not through the screen.
-    pub fn execute(&mut self, command: Command) -> anyhow::Result<lanepay_agent::api::Reply> {
+    pub fn execute(&mut self, command: Command) -> anyhow::Result<Reply> {
         let handle = self.handle.clone();
         let reply = self
             .runtime
@@ -84,6 +84,21 @@ impl Harness {
             .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
         self.pump_events();
         Ok(reply)
+    }
+
+    /// Runs a command on the lane directly and returns its reply with the events it
+    /// published, which the screen has not seen (the reaction bench feeds them, timed).
+    pub fn execute_unseen(&mut self, command: Command) -> anyhow::Result<(Reply, Vec<Event>)> {
+        let handle = self.handle.clone();
+        let reply = self
+            .runtime
+            .block_on(async move { handle.execute(command).await })
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+        let mut events = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            events.push(event);
+        }
+        Ok((reply, events))
     }
 
     /// Sends one message to the screen and runs what it asks for until things settle.

@@ -313,6 +313,19 @@ fn status_bar_state_follows_sync_and_device_events() {
             "no network: keep selling (cash, cards within the offline limit, offline QR); everything is sent when it is back"
         )
     );
+    // A refused entry is not a network problem: the cashier is told to call support.
+    h.send(Message::Lane(Event::SyncStatus(
+        lanepay_agent::api::SyncStatusView {
+            online: false,
+            problem: Some("the gateway refused entry 12: bad signature".into()),
+            problem_kind: "refused".into(),
+            ..Default::default()
+        },
+    )));
+    assert_eq!(
+        h.cashier.sync_problem_line(),
+        Some("the gateway refuses some of this lane's records: keep selling and call support")
+    );
     h.send(Message::Lane(Event::DeviceStatus(
         lanepay_agent::api::DeviceStatusView {
             device: "printer".into(),
