@@ -432,9 +432,9 @@ impl Uplink {
         }
     }
 
-    /// Waits out `backoff` before the next attempt. Meanwhile what the lane does offline (a
-    /// sale journaled, a card stored) still reaches the status bar: the backlog, the offline
-    /// exposure and the offline card room are read again after each lane event.
+    /// Waits out `backoff` before the next attempt. Meanwhile what the lane journals offline (a
+    /// sale, a stored card) still reaches the status bar: the backlog, the offline exposure and
+    /// the offline card room are read again after each journal entry (not after every scan).
     async fn wait_offline(&mut self, backoff: Duration, shutdown: &mut watch::Receiver<bool>) {
         let mut events = self.lane.subscribe();
         let wait = tokio::time::sleep(backoff);
@@ -444,15 +444,15 @@ impl Uplink {
                 _ = &mut wait => return,
                 _ = shutdown.changed() => return,
                 event = events.recv() => match event {
-                    // Ours (or a copy of ours): nothing new in the database.
-                    Ok(Event::SyncStatus(_)) => {}
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Ok(Event::JournalAppended { .. })
+                    | Err(broadcast::error::RecvError::Lagged(_)) => {
                         let before = self.status.clone();
                         self.refresh_backlog();
                         if self.status != before {
                             self.publish();
                         }
                     }
+                    Ok(_) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             }
@@ -756,11 +756,16 @@ mod tests {
             let conn = store::open(&store::db_path(dir.path()), Durability::Normal).unwrap();
             let key = SigningKey::from_bytes(&[9; 32]);
             journal::append(&conn, &key, TERMINAL, "note", b"{}".to_vec(), 3_000).unwrap();
+            // A scan's event changes nothing in the journal: no status for it.
             lane.publish(Event::DeviceStatus(crate::api::DeviceStatusView {
                 device: "printer".into(),
                 state: "ready".into(),
                 detail: None,
             }));
+            lane.publish(Event::JournalAppended {
+                seq: 4,
+                kind: "note".into(),
+            });
             let heard = async {
                 loop {
                     if let Event::SyncStatus(status) = events.recv().await.unwrap() {
