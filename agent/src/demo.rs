@@ -35,8 +35,8 @@ const STEP_DEADLINE: Duration = Duration::from_secs(30);
 const LOOK_AGAIN: Duration = Duration::from_millis(50);
 /// Number of sales the demo runs (for the `[n/N]` prefix).
 const SALES: usize = 8;
-/// The store name the receipts and the pole display show.
-const DEMO_STORE_NAME: &str = "Lanepay demo store";
+/// The store name the receipts and the pole display show (both demos).
+pub const DEMO_STORE_NAME: &str = "Lanepay demo store";
 
 const COLA: &str = "6901234567892";
 const WATER: &str = "6920000000012";

@@ -21,6 +21,8 @@ pub const CLOCK_SKEW_WARN_MS: i64 = 60_000;
 pub const MAX_INPUT_CHARS: usize = 64;
 /// The prefix of the QR printed on receipts.
 pub const RECEIPT_QR_PREFIX: &str = "LANEPAY-RECEIPT:";
+/// The lane's way of writing no money at all (its amounts are yuan strings).
+pub const ZERO_YUAN: &str = "0.00";
 /// The reason recorded for refunds started from this screen.
 pub const REFUND_REASON: &str = "refund at the lane";
 
@@ -344,12 +346,12 @@ fn empty_cart() -> CartView {
         sale_id: String::new(),
         state: "empty".into(),
         lines: Vec::new(),
-        gross: "0.00".into(),
-        discount: "0.00".into(),
-        tax: "0.00".into(),
-        total: "0.00".into(),
-        paid: "0.00".into(),
-        remaining: "0.00".into(),
+        gross: ZERO_YUAN.into(),
+        discount: ZERO_YUAN.into(),
+        tax: ZERO_YUAN.into(),
+        total: ZERO_YUAN.into(),
+        paid: ZERO_YUAN.into(),
+        remaining: ZERO_YUAN.into(),
     }
 }
 
@@ -1036,7 +1038,7 @@ impl Cashier {
             (Request::TenderCash, Reply::Tender(tender)) => {
                 if tender.completed {
                     let mut parts = vec![Part::Text(Text::SaleDone)];
-                    if tender.change != "0.00" {
+                    if tender.change != ZERO_YUAN {
                         parts.extend([
                             plain(" — "),
                             Part::Text(Text::ChangeDue),
@@ -1104,7 +1106,7 @@ impl Cashier {
                 self.info(vec![
                     Part::Text(Text::Difference),
                     plain(": "),
-                    Part::Money(shift.difference.clone().unwrap_or_else(|| "0.00".into())),
+                    Part::Money(shift.difference.clone().unwrap_or_else(|| ZERO_YUAN.into())),
                     plain(format!(" {}", shift.shift_id.clone().unwrap_or_default())),
                 ]);
                 self.screen = Screen::Report(shift);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use lanepay_agent::api::{Command, DiscountSpec, Event, Reply};
 use lanepay_agent::clock::SystemClock;
-use lanepay_agent::demo::{DemoSetup, amount_ending_in, between, payment_code};
+use lanepay_agent::demo::{DEMO_STORE_NAME, DemoSetup, amount_ending_in, between, payment_code};
 use lanepay_agent::embedded_gateway::EmbeddedGateway;
 use lanepay_agent::runtime::{self, LaneRuntime};
 use lanepay_agent::service::LaneHandle;
@@ -18,8 +18,6 @@ use lanepay_checkout::Money;
 use lanepay_drivers::emulator::nfc::{Pn532Emulator, VirtualCard};
 use lanepay_drivers::emulator::scanner::ScannerEmulator;
 
-/// The store name on receipts and the pole display.
-pub const DEMO_STORE_NAME: &str = "Lanepay demo store";
 /// How long a tapped card stays on the reader waiting for its payment to settle.
 const CARD_ON_READER: Duration = Duration::from_secs(60);
 
@@ -117,7 +115,7 @@ impl DemoCustomer {
         if target_fen < remaining_fen {
             // An order discount replaces the one before: with one already on the sale the
             // amount would not be the one the outcome needs.
-            if cart.discount != "0.00" {
+            if cart.discount != crate::app::ZERO_YUAN {
                 bail!(
                     "this sale already has a discount, so the demo cannot set the amount this outcome needs: void it (F12) and scan a new sale"
                 );
@@ -215,7 +213,6 @@ impl DemoCustomer {
 
 /// The running demo lane and gateway.
 pub struct DemoLane {
-    pub handle: LaneHandle,
     pub customer: Arc<DemoCustomer>,
     pub scanner: Option<Arc<Mutex<ScannerEmulator>>>,
     pub terminal_id: String,
@@ -257,12 +254,16 @@ impl DemoLane {
             nfc,
         });
         Ok(DemoLane {
-            handle: lane.handle.clone(),
             customer,
             scanner,
             terminal_id: config.terminal.id.clone(),
             lane,
         })
+    }
+
+    /// The lane's command and event interface (what the screen runs on).
+    pub fn handle(&self) -> &LaneHandle {
+        &self.lane.handle
     }
 
     /// The devices' states now (later changes arrive as lane events).

@@ -31,23 +31,22 @@ impl Locale {
     /// The lane's words for a payment's step ("waiting for customer to confirm", ...) in this
     /// language; words the table does not know are shown as the lane wrote them.
     pub fn step(self, words: &str) -> &str {
-        match self {
-            Locale::En => words,
-            Locale::ZhCn => STEP_WORDS_ZH
-                .iter()
-                .find(|(en, _)| *en == words)
-                .map_or(words, |(_, zh)| zh),
-        }
+        self.translated(STEP_WORDS_ZH, words)
     }
 
     /// A device's name or state as the lane reports it ("printer", "ready") in this language.
     pub fn device_word(self, word: &str) -> &str {
+        self.translated(DEVICE_WORDS_ZH, word)
+    }
+
+    /// `english` from the lane in this language, by a table of (English, 中文) pairs.
+    fn translated<'a>(self, zh_table: &[(&str, &'a str)], english: &'a str) -> &'a str {
         match self {
-            Locale::En => word,
-            Locale::ZhCn => DEVICE_WORDS_ZH
+            Locale::En => english,
+            Locale::ZhCn => zh_table
                 .iter()
-                .find(|(en, _)| *en == word)
-                .map_or(word, |(_, zh)| zh),
+                .find(|(en, _)| *en == english)
+                .map_or(english, |(_, zh)| zh),
         }
     }
 

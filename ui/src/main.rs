@@ -103,7 +103,7 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         lane.terminal_id, DEMO_CASHIER.0, DEMO_CASHIER.2
     );
     let options = ShellOptions {
-        handle: lane.handle.clone(),
+        handle: lane.handle().clone(),
         locale: match args.language {
             Language::Zh => Locale::ZhCn,
             Language::En => Locale::En,

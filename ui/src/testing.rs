@@ -77,12 +77,10 @@ impl Harness {
 
     /// Runs a command on the lane directly (setup), not through the screen.
     pub fn execute(&mut self, command: Command) -> anyhow::Result<Reply> {
-        let handle = self.handle.clone();
-        let reply = self
-            .runtime
-            .block_on(async move { handle.execute(command).await })
-            .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
-        self.pump_events();
+        let (reply, events) = self.execute_unseen(command)?;
+        for event in events {
+            self.show(event);
+        }
         Ok(reply)
     }
 
@@ -138,8 +136,12 @@ impl Harness {
     /// Feeds every event the lane published so far to the screen.
     pub fn pump_events(&mut self) {
         while let Ok(event) = self.events.try_recv() {
-            let effects = self.cashier.update(Message::Lane(event));
-            debug_assert!(effects.iter().all(|e| !matches!(e, Effect::Lane(..))));
+            self.show(event);
         }
+    }
+
+    fn show(&mut self, event: Event) {
+        let effects = self.cashier.update(Message::Lane(event));
+        debug_assert!(effects.iter().all(|e| !matches!(e, Effect::Lane(..))));
     }
 }

@@ -6,7 +6,7 @@ use iced::{Alignment, Color, Element, Length};
 
 use crate::app::{
     CashMessage, Cashier, Key, Message, PayKind, PaymentMessage, PaymentScreen, RefundMessage,
-    SaleMessage, Screen, ShiftMessage, SignInMessage,
+    SaleMessage, Screen, ShiftMessage, SignInMessage, ZERO_YUAN,
 };
 use crate::demo::{CustomerAction, WalletOutcome};
 use crate::i18n::Text;
@@ -166,7 +166,7 @@ fn cart_table(state: &Cashier) -> Element<'_, Message> {
             text(format!("{marker}{}. {name}", line.line)).width(Length::FillPortion(5)),
             text(&line.quantity).width(Length::FillPortion(1)),
             text(format!("{}{unit}", state.money(&line.unit_price))).width(Length::FillPortion(2)),
-            text(if line.discount == "0.00" {
+            text(if line.discount == ZERO_YUAN {
                 String::new()
             } else {
                 format!("-{}", state.money(&line.discount))
@@ -257,7 +257,7 @@ fn totals(state: &Cashier) -> Element<'_, Message> {
     ]
     .spacing(4)
     .align_x(Alignment::End);
-    if state.cart.paid != "0.00" {
+    if state.cart.paid != ZERO_YUAN {
         totals = totals
             .push(
                 text(format!(
@@ -276,7 +276,7 @@ fn totals(state: &Cashier) -> Element<'_, Message> {
                 .size(BODY_SIZE + 8),
             );
     }
-    if state.cart.discount != "0.00" {
+    if state.cart.discount != ZERO_YUAN {
         totals = totals.push(
             text(format!(
                 "{} -{}",
@@ -635,7 +635,7 @@ fn status_bar(state: &Cashier) -> Element<'_, Message> {
     ]
     .spacing(14);
     let exposure = if sync.offline_exposure.is_empty() {
-        "0.00"
+        ZERO_YUAN
     } else {
         sync.offline_exposure.as_str()
     };
@@ -838,9 +838,6 @@ pub fn device_panel(state: &Cashier) -> Element<'static, Message> {
     }
     scrollable(panel).into()
 }
-
-/// The lane's way of writing no money at all.
-const ZERO_YUAN: &str = "0.00";
 
 /// The demo catalog's products the device panel offers (code, English, Chinese).
 pub const DEMO_PRODUCTS: &[(&str, &str, &str)] = &[
