@@ -15,6 +15,11 @@ use lanepay_sync::journal::{EntryDraft, GENESIS_PREV_HASH};
 use lanepay_tests::terminal::{now_ms, sale_payload};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+// The lane's bench helpers (load average, percentiles, BENCH_SCALE); this bench uses a part.
+#[allow(dead_code)]
+#[path = "../../agent/benches/support/mod.rs"]
+mod support;
+
 /// Scratch space under the target directory: on the project's disk, never a tmpfs.
 const SCRATCH_ROOT: &str = env!("CARGO_TARGET_TMPDIR");
 /// Entries in the backlog unless `BENCH_ENTRIES` says otherwise.
@@ -51,7 +56,7 @@ fn main() -> anyhow::Result<()> {
         gateway.display()
     );
     println!("  scratch:  {}", root.display());
-    println!("  load average at start: {}", load_average());
+    println!("  load average at start: {}", support::load_average());
 
     // A fresh gateway with one merchant, and a lane enrolled with it.
     let gateway_data = root.join("gateway");
@@ -237,7 +242,7 @@ fn main() -> anyhow::Result<()> {
     let rate = u128::from(entries) * 1_000_000 / drained_in.as_micros().max(1);
     let steady = first_stored_at.map(|first| drained_in.saturating_sub(first));
     let ratio_permille = rate * 1000 / u128::from(raw_rate.max(1));
-    println!("  load average at end: {}", load_average());
+    println!("  load average at end: {}", support::load_average());
     println!("\n| figure | value | target | met |");
     println!("|---|---|---|---|");
     println!(
@@ -452,15 +457,4 @@ fn memory_bytes(pid: u32) -> anyhow::Result<(u64, u64)> {
 fn megabytes(bytes: u64) -> String {
     let tenths = bytes / 100_000;
     format!("{}.{} MB", tenths / 10, tenths % 10)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".into())
 }

@@ -31,6 +31,11 @@ use lanepay_ui::app::{
 use lanepay_ui::testing::Harness;
 use lanepay_ui::view;
 
+// The lane's bench helpers (nearest-rank percentiles, load average); this bench uses a part.
+#[allow(dead_code)]
+#[path = "../../agent/benches/support/mod.rs"]
+mod support;
+
 /// The reaction the issue asks for: item scanned to frame, p99 (under Xvfb on 2 cores).
 const TARGET_P99_MS: u64 = 50;
 /// Sales in the simulated day and items scanned per sale: 500 lines.
@@ -44,13 +49,6 @@ const CODES: [&str; 5] = [
     "6940000000010",
     "96385074",
 ];
-
-/// Nearest-rank percentile: the smallest sample with at least `p` of the samples at or below.
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let rank = (p * samples.len() as f64).ceil() as usize;
-    samples[rank.clamp(1, samples.len()) - 1]
-}
 
 fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -131,6 +129,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_795_000_000_000));
     let mut h = Harness::new(dir.path(), clock).unwrap();
+    println!("load average at start: {}", support::load_average());
     let rss_start = rss_mb();
     // The font is loaded once into iced's font system.
     let _: Simulator<'_, Message> = Simulator::with_size(
@@ -185,22 +184,23 @@ fn main() {
     }
     let lines = scanned;
     let rss_end = rss_mb();
+    println!("load average at end: {}", support::load_average());
     println!("| measure | p50 | p99 | max |");
     println!("|---|---|---|---|");
     for (name, samples) in [
-        ("item scanned → frame rasterised", &mut reaction),
-        ("baseline: same frame again, no event", &mut baseline),
+        ("item scanned → frame rasterised", &reaction),
+        ("baseline: same frame again, no event", &baseline),
     ] {
         let max = *samples.iter().max().unwrap();
         println!(
             "| {name} | {:.1} ms | {:.1} ms | {:.1} ms |",
-            percentile(samples, 0.50).as_secs_f64() * 1e3,
-            percentile(samples, 0.99).as_secs_f64() * 1e3,
+            support::percentile(samples, 500).as_secs_f64() * 1e3,
+            support::percentile(samples, 990).as_secs_f64() * 1e3,
             max.as_secs_f64() * 1e3,
         );
     }
-    let reaction_p99 = percentile(&mut reaction, 0.99);
-    let baseline_p99 = percentile(&mut baseline, 0.99);
+    let reaction_p99 = support::percentile(&reaction, 990);
+    let baseline_p99 = support::percentile(&baseline, 990);
     println!(
         "\nreaction p99 {:.1} ms against the target of {TARGET_P99_MS} ms: {}; ratio to the baseline's p99: {:.2}",
         reaction_p99.as_secs_f64() * 1e3,
