@@ -258,8 +258,6 @@ fn the_headless_demo_sells_with_every_method_twice_on_the_same_lane() {
     assert_databases(&data, 2);
 }
 
-/// The embedded gateway on a manual clock (as payment tests use it): tokens, the clock, and
-/// suspend/resume on the same address with the lane-facing API really gone in between.
 /// The gateway's clock as its test endpoint serves it.
 async fn served_clock_ms(http: &reqwest::Client, base: &str) -> i64 {
     let body: serde_json::Value = http
@@ -273,6 +271,8 @@ async fn served_clock_ms(http: &reqwest::Client, base: &str) -> i64 {
     body["now_ms"].as_i64().unwrap()
 }
 
+/// The embedded gateway on a manual clock (as payment tests use it): tokens, the clock, and
+/// suspend/resume on the same address with the lane-facing API really gone in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_gateway_moves_its_clock_and_suspends_on_the_same_port() {
     use lanepay_agent::embedded_gateway::{EmbeddedGateway, EmbeddedOptions};

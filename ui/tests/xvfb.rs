@@ -62,9 +62,16 @@ fn state(path: &Path) -> String {
 }
 
 fn wait_state(path: &Path, line: &str) {
-    wait_for(&format!("`{line}` in the state file"), || {
-        state(path).lines().any(|l| l == line)
-    });
+    let started = Instant::now();
+    while !state(path).lines().any(|l| l == line) {
+        // On failure the screen's state says where it stopped (a key lost, a refusal).
+        assert!(
+            started.elapsed() < WAIT_LIMIT,
+            "gave up waiting for `{line}` in the state file; it says:\n{}",
+            state(path)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn xdotool(display: &str, args: &[&str]) {
