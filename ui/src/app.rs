@@ -14,6 +14,8 @@ use lanepay_agent::api::{
 use lanepay_checkout::Money;
 
 use crate::i18n::{Locale, Text};
+use crate::typing::{FieldAction, StaleField, field_message};
+pub use crate::typing::{FieldKind, MAX_TYPEAHEAD_KEYS, StrayKey};
 
 /// The clock skew past which the status bar warns (receipts and the journal carry lane time).
 pub const CLOCK_SKEW_WARN_MS: i64 = 60_000;
@@ -29,12 +31,23 @@ pub const REFUND_REASON: &str = "refund at the lane";
 /// Which screen the cashier sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Screen {
-    SignIn { cashier_id: String, pin: String },
-    OpenShift { float: String },
+    SignIn {
+        cashier_id: String,
+        pin: String,
+        /// Enter in the cashier id field moved on to the PIN field.
+        pin_active: bool,
+    },
+    OpenShift {
+        float: String,
+    },
     Sale,
-    Cash { given: String },
+    Cash {
+        given: String,
+    },
     Refund(RefundForm),
-    CloseShift { counted: String },
+    CloseShift {
+        counted: String,
+    },
     Report(ShiftView),
     Payment(PaymentScreen),
 }
@@ -120,6 +133,16 @@ pub const FINAL_PAYMENT_STATES: &[&str] =
     &["paid", "stored", "failed", "reversed", "closed", "declined"];
 
 impl PaymentScreen {
+    /// The wallet code and offline QR screens take a scan; the dynamic QR screen keeps a field
+    /// for Enter until the order is made; the card screen has none.
+    pub fn has_field(&self) -> bool {
+        match self.kind {
+            PayKind::WalletCode | PayKind::OfflineQr => true,
+            PayKind::DynamicQr => self.attempt.is_none(),
+            PayKind::Card => false,
+        }
+    }
+
     fn is_open(&self) -> bool {
         self.attempt
             .as_ref()
@@ -128,6 +151,15 @@ impl PaymentScreen {
 }
 
 impl Screen {
+    /// The sign-in screen, empty, the cashier id field first.
+    pub fn sign_in() -> Screen {
+        Screen::SignIn {
+            cashier_id: String::new(),
+            pin: String::new(),
+            pin_active: false,
+        }
+    }
+
     /// A short stable name (state file, tests).
     pub fn name(&self) -> &'static str {
         match self {
@@ -209,6 +241,23 @@ pub enum Request {
     CancelPayment,
 }
 
+impl Request {
+    /// Commands whose answer moves the cashier to another screen (or form). Until it comes,
+    /// what the cashier types is kept for the screen that follows.
+    pub fn changes_screen(self) -> bool {
+        matches!(
+            self,
+            Request::SignIn
+                | Request::SignOut
+                | Request::OpenShift
+                | Request::CloseShift
+                | Request::TenderCash
+                | Request::FindSale
+                | Request::Refund
+        )
+    }
+}
+
 /// A key the screen reacts to wherever focus is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key {
@@ -280,6 +329,8 @@ pub enum Message {
     Payment(PaymentMessage),
     /// A key pressed anywhere (F-keys, Esc).
     Key(Key),
+    /// Typed text or Enter in the cashier window that no field took.
+    Stray(StrayKey),
     /// The language button.
     ToggleLocale,
     /// An event the lane pushed.
@@ -327,6 +378,15 @@ pub struct Cashier {
     pub selected_line: Option<u32>,
     /// Commands sent and not answered yet.
     pub pending: u32,
+    /// The command whose answer changes the screen, while it is on its way. The fields take
+    /// no typing meanwhile; keys go to `typeahead` and then to the screen that follows.
+    pub changing_screen: Option<Request>,
+    /// Keys typed while the screen was changing, in order.
+    pub typeahead: std::collections::VecDeque<StrayKey>,
+    /// Field widgets that show an older text, until the screen is drawn again.
+    pub(crate) stale_fields: Vec<StaleField>,
+    /// How often the cashier window was drawn (see [`Cashier::drawn`]).
+    pub(crate) draws: std::cell::Cell<u64>,
     /// The last completed sale's tender (change and "thank you" on both screens).
     pub last_sale: Option<TenderView>,
     pub help_open: bool,
@@ -366,10 +426,7 @@ impl Cashier {
     pub fn new(terminal_id: &str, locale: Locale, now_ms: i64) -> Cashier {
         Cashier {
             locale,
-            screen: Screen::SignIn {
-                cashier_id: String::new(),
-                pin: String::new(),
-            },
+            screen: Screen::sign_in(),
             terminal_id: terminal_id.to_string(),
             cart: empty_cart(),
             shift: ShiftView {
@@ -389,6 +446,10 @@ impl Cashier {
             has_customer: false,
             panel_status: None,
             qr: None,
+            changing_screen: None,
+            typeahead: std::collections::VecDeque::new(),
+            stale_fields: Vec::new(),
+            draws: std::cell::Cell::new(0),
         }
     }
 
@@ -410,6 +471,9 @@ impl Cashier {
 
     fn lane(&mut self, request: Request, command: Command) -> Effect {
         self.pending += 1;
+        if request.changes_screen() {
+            self.changing_screen = Some(request);
+        }
         Effect::Lane(request, command)
     }
 
@@ -450,6 +514,14 @@ impl Cashier {
 
     /// Applies one message. Effects run outside; their answers come back as messages.
     pub fn update(&mut self, message: Message) -> Vec<Effect> {
+        match field_message(&message) {
+            Some((kind, FieldAction::Edit(text))) => self.field_edited(kind, text, message),
+            Some((kind, FieldAction::Submit)) => self.field_submitted(kind, message),
+            None => self.dispatch(message),
+        }
+    }
+
+    pub(crate) fn dispatch(&mut self, message: Message) -> Vec<Effect> {
         match message {
             Message::SignIn(message) => self.sign_in(message),
             Message::Shift(message) => self.shift_message(message),
@@ -458,6 +530,7 @@ impl Cashier {
             Message::Refund(message) => self.refund(message),
             Message::Payment(message) => self.payment(message),
             Message::Key(key) => self.key(key),
+            Message::Stray(key) => self.stray_key(key),
             Message::ToggleLocale => {
                 self.toggle_locale();
                 vec![Effect::FocusScan]
@@ -468,7 +541,18 @@ impl Cashier {
             }
             Message::Replied(request, result) => {
                 self.pending = self.pending.saturating_sub(1);
-                self.replied(request, result)
+                if self.changing_screen != Some(request) {
+                    return self.replied(request, result);
+                }
+                self.changing_screen = None;
+                if result.is_err() {
+                    // The cashier must read why first; what was typed was meant for a screen
+                    // that did not come (a PIN typed on would count as another wrong try).
+                    self.typeahead.clear();
+                }
+                let mut effects = self.replied(request, result);
+                effects.extend(self.replay_typeahead());
+                effects
             }
             Message::Tick(now_ms) => {
                 self.now_ms = now_ms;
@@ -497,13 +581,25 @@ impl Cashier {
     }
 
     fn sign_in(&mut self, message: SignInMessage) -> Vec<Effect> {
-        let Screen::SignIn { cashier_id, pin } = &mut self.screen else {
+        let Screen::SignIn {
+            cashier_id,
+            pin,
+            pin_active,
+        } = &mut self.screen
+        else {
             return Vec::new();
         };
         match message {
-            SignInMessage::CashierId(text) => *cashier_id = trimmed_input(text),
-            SignInMessage::NextField => return vec![Effect::Focus(crate::view::PIN_FIELD)],
+            SignInMessage::CashierId(text) => {
+                *pin_active = false;
+                *cashier_id = trimmed_input(text);
+            }
+            SignInMessage::NextField => {
+                *pin_active = true;
+                return vec![Effect::Focus(crate::view::PIN_FIELD)];
+            }
             SignInMessage::Pin(text) => {
+                *pin_active = true;
                 *pin = trimmed_input(text)
                     .chars()
                     .filter(char::is_ascii_digit)
@@ -1026,7 +1122,11 @@ impl Cashier {
                 if !shown {
                     self.error(vec![Part::Step(error.message)]);
                 }
-                return vec![Effect::FocusScan];
+                // Back to the field the screen waits on (the PIN after a wrong PIN).
+                return vec![
+                    self.active_field()
+                        .map_or(Effect::FocusScan, |field| field.kind.focus()),
+                ];
             }
         };
         match (request, reply) {
@@ -1112,10 +1212,7 @@ impl Cashier {
                 self.screen = Screen::Report(shift);
             }
             (_, "signed_out") => {
-                self.screen = Screen::SignIn {
-                    cashier_id: String::new(),
-                    pin: String::new(),
-                };
+                self.screen = Screen::sign_in();
             }
             (_, "signed_in") => {
                 self.notice = None;

@@ -14,4 +14,5 @@ pub mod i18n;
 pub mod qr;
 pub mod shell;
 pub mod testing;
+pub mod typing;
 pub mod view;

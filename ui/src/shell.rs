@@ -12,7 +12,7 @@ use lanepay_agent::api::{Command, Event};
 use lanepay_agent::service::LaneHandle;
 use lanepay_drivers::emulator::scanner::ScannerEmulator;
 
-use crate::app::{Cashier, Effect, Key, Message};
+use crate::app::{Cashier, Effect, Key, Message, StrayKey};
 use crate::demo::DemoCustomer;
 use crate::fonts::LoadedFont;
 use crate::i18n::{Locale, Text};
@@ -57,6 +57,8 @@ impl std::fmt::Debug for ShellOptions {
 #[derive(Debug, Clone)]
 pub enum ShellMessage {
     App(Message),
+    /// Typed text or Enter that no field took, in this window.
+    Stray(window::Id, StrayKey),
     WindowOpened(window::Id),
     WindowClosed(window::Id),
 }
@@ -236,6 +238,12 @@ impl Shell {
                 let effects = self.cashier.update(message);
                 self.run_effects(effects)
             }
+            ShellMessage::Stray(id, key) if Some(id) == self.cashier_window => {
+                let effects = self.cashier.update(Message::Stray(key));
+                self.run_effects(effects)
+            }
+            // The customer display and the device panel take no typing.
+            ShellMessage::Stray(..) => Task::none(),
             ShellMessage::WindowOpened(id) if Some(id) == self.cashier_window => {
                 self.run_effects(vec![Effect::FocusScan])
             }
@@ -303,7 +311,7 @@ impl Shell {
         Subscription::batch([
             Subscription::run_with(LaneEvents(self.handle.clone()), lane_events)
                 .map(|event| ShellMessage::App(Message::Lane(event))),
-            iced::event::listen_with(key_message).map(ShellMessage::App),
+            iced::event::listen_with(key_message),
             iced::time::every(std::time::Duration::from_millis(TICK_MS))
                 .map(|_| ShellMessage::App(Message::Tick(system_now_ms()))),
             window::close_events().map(ShellMessage::WindowClosed),
@@ -312,39 +320,66 @@ impl Shell {
 }
 
 /// F1–F12 wherever focus is (text fields ignore them); Esc even from a focused field, which
-/// would otherwise only lose focus.
+/// would otherwise only lose focus. Typed text and Enter that no field took are kept as stray
+/// keys for the window's waiting field.
 fn key_message(
     event: iced::Event,
-    _status: iced::event::Status,
-    _window: window::Id,
-) -> Option<Message> {
+    status: iced::event::Status,
+    window: window::Id,
+) -> Option<ShellMessage> {
     use iced::keyboard::key::Named;
     let iced::Event::Keyboard(iced::keyboard::Event::KeyPressed {
-        key, repeat: false, ..
+        key,
+        text,
+        modifiers,
+        repeat,
+        ..
     }) = event
     else {
         return None;
     };
-    let iced::keyboard::Key::Named(named) = key else {
+    let key = match key {
+        iced::keyboard::Key::Named(named) => match named {
+            Named::F1 => Key::F(1),
+            Named::F2 => Key::F(2),
+            Named::F3 => Key::F(3),
+            Named::F4 => Key::F(4),
+            Named::F5 => Key::F(5),
+            Named::F6 => Key::F(6),
+            Named::F7 => Key::F(7),
+            Named::F8 => Key::F(8),
+            Named::F9 => Key::F(9),
+            Named::F10 => Key::F(10),
+            Named::F11 => Key::F(11),
+            Named::F12 => Key::F(12),
+            Named::Escape => Key::Escape,
+            Named::Enter if status == iced::event::Status::Ignored => {
+                return Some(ShellMessage::Stray(window, StrayKey::Enter));
+            }
+            _ => return stray_text(status, modifiers, text, window),
+        },
+        _ => return stray_text(status, modifiers, text, window),
+    };
+    // Holding an F-key down does its action once.
+    (!repeat).then_some(ShellMessage::App(Message::Key(key)))
+}
+
+fn stray_text(
+    status: iced::event::Status,
+    modifiers: iced::keyboard::Modifiers,
+    text: Option<impl AsRef<str>>,
+    window: window::Id,
+) -> Option<ShellMessage> {
+    // Shortcuts are not typing.
+    if status != iced::event::Status::Ignored
+        || modifiers.control()
+        || modifiers.alt()
+        || modifiers.logo()
+    {
         return None;
-    };
-    let key = match named {
-        Named::F1 => Key::F(1),
-        Named::F2 => Key::F(2),
-        Named::F3 => Key::F(3),
-        Named::F4 => Key::F(4),
-        Named::F5 => Key::F(5),
-        Named::F6 => Key::F(6),
-        Named::F7 => Key::F(7),
-        Named::F8 => Key::F(8),
-        Named::F9 => Key::F(9),
-        Named::F10 => Key::F(10),
-        Named::F11 => Key::F(11),
-        Named::F12 => Key::F(12),
-        Named::Escape => Key::Escape,
-        _ => return None,
-    };
-    Some(Message::Key(key))
+    }
+    let typed: String = text?.as_ref().chars().filter(|c| !c.is_control()).collect();
+    (!typed.is_empty()).then_some(ShellMessage::Stray(window, StrayKey::Text(typed)))
 }
 
 /// The lane handle as a subscription's identity: one event stream per terminal.
@@ -390,4 +425,85 @@ pub fn run(options: ShellOptions) -> iced::Result {
             .default_font(Font::with_name(font.family));
     }
     daemon.run()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced::event::Status;
+    use iced::keyboard::key::{Named, NativeCode, Physical};
+    use iced::keyboard::{Event as KeyboardEvent, Location, Modifiers};
+
+    fn pressed(
+        key: iced::keyboard::Key,
+        text: Option<&str>,
+        modifiers: Modifiers,
+        repeat: bool,
+    ) -> iced::Event {
+        iced::Event::Keyboard(KeyboardEvent::KeyPressed {
+            modified_key: key.clone(),
+            key,
+            physical_key: Physical::Unidentified(NativeCode::Unidentified),
+            location: Location::Standard,
+            modifiers,
+            text: text.map(Into::into),
+            repeat,
+        })
+    }
+
+    fn character(text: &str) -> iced::Event {
+        let key = iced::keyboard::Key::Character(text.into());
+        pressed(key, Some(text), Modifiers::empty(), false)
+    }
+
+    fn stray(message: Option<ShellMessage>) -> Option<(window::Id, StrayKey)> {
+        match message {
+            Some(ShellMessage::Stray(window, key)) => Some((window, key)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn typing_no_field_took_becomes_a_stray_key_of_its_window() {
+        let window = window::Id::unique();
+        assert_eq!(
+            stray(key_message(character("7"), Status::Ignored, window)),
+            Some((window, StrayKey::Text("7".into())))
+        );
+        let enter = pressed(Named::Enter.into(), Some("\r"), Modifiers::empty(), false);
+        assert_eq!(
+            stray(key_message(enter.clone(), Status::Ignored, window)),
+            Some((window, StrayKey::Enter))
+        );
+        // A focused field took them: nothing more to do.
+        assert!(key_message(character("7"), Status::Captured, window).is_none());
+        assert!(key_message(enter, Status::Captured, window).is_none());
+        // Shortcuts and control characters are not typing.
+        let copy = pressed(
+            iced::keyboard::Key::Character("c".into()),
+            Some("c"),
+            Modifiers::CTRL,
+            false,
+        );
+        assert!(key_message(copy, Status::Ignored, window).is_none());
+        let backspace = pressed(
+            Named::Backspace.into(),
+            Some("\u{8}"),
+            Modifiers::empty(),
+            false,
+        );
+        assert!(key_message(backspace, Status::Ignored, window).is_none());
+    }
+
+    #[test]
+    fn f_keys_and_escape_work_wherever_focus_is_once_per_press() {
+        let window = window::Id::unique();
+        let f5 = pressed(Named::F5.into(), None, Modifiers::empty(), false);
+        assert!(matches!(
+            key_message(f5, Status::Captured, window),
+            Some(ShellMessage::App(Message::Key(Key::F(5))))
+        ));
+        let held = pressed(Named::F5.into(), None, Modifiers::empty(), true);
+        assert!(key_message(held, Status::Ignored, window).is_none());
+    }
 }

@@ -12,7 +12,7 @@ use lanepay_agent::store::{self, catalog};
 use lanepay_config::AgentConfig;
 use tokio::sync::broadcast;
 
-use crate::app::{Cashier, Effect, Message};
+use crate::app::{Cashier, Effect, Message, Request};
 use crate::i18n::Locale;
 
 /// The most effects one message may cause, counting the ones their answers cause: a loop
@@ -30,6 +30,9 @@ pub struct Harness {
     pub other_effects: Vec<Effect>,
     /// The lane commands the screen sent, in order.
     pub commands: Vec<Command>,
+    /// While set, lane commands wait in `held` (a slow lane: the cashier types on meanwhile).
+    holding: bool,
+    held: Vec<(Request, Command)>,
 }
 
 impl Harness {
@@ -58,6 +61,8 @@ impl Harness {
             runtime,
             other_effects: Vec::new(),
             commands: Vec::new(),
+            holding: false,
+            held: Vec::new(),
         };
         harness.execute(Command::AddCashier {
             cashier_id: "1001".into(),
@@ -99,10 +104,43 @@ impl Harness {
         Ok((reply, events))
     }
 
-    /// Sends one message to the screen and runs what it asks for until things settle.
+    /// Sends one message to the screen and runs what it asks for until things settle; then
+    /// the screen is drawn, as the shell draws it after each batch of events.
     pub fn send(&mut self, message: Message) {
+        self.send_same_frame(message);
+        self.cashier.drawn();
+    }
+
+    /// Sends one message as part of the batch of events before the next draw: the widgets
+    /// that produced it may still show an older state.
+    pub fn send_same_frame(&mut self, message: Message) {
         let effects = self.cashier.update(message);
         self.run(effects);
+    }
+
+    /// Lane commands sent from now on wait, unanswered, until [`Harness::release`].
+    pub fn hold_replies(&mut self) {
+        self.holding = true;
+    }
+
+    /// Runs the held lane commands, and answers the ones they lead to at once again.
+    pub fn release(&mut self) {
+        self.holding = false;
+        for (request, command) in std::mem::take(&mut self.held) {
+            let effects = self.answer(request, command);
+            self.run(effects);
+        }
+    }
+
+    /// Runs one lane command and shows the screen its events, then its reply.
+    fn answer(&mut self, request: Request, command: Command) -> Vec<Effect> {
+        let handle = self.handle.clone();
+        let result = self
+            .runtime
+            .block_on(async move { handle.execute(command).await });
+        // Events first, as the lane publishes them before it answers.
+        self.pump_events();
+        self.cashier.update(Message::Replied(request, result))
     }
 
     fn run(&mut self, effects: Vec<Effect>) {
@@ -117,13 +155,11 @@ impl Harness {
             match effect {
                 Effect::Lane(request, command) => {
                     self.commands.push(command.clone());
-                    let handle = self.handle.clone();
-                    let result = self
-                        .runtime
-                        .block_on(async move { handle.execute(command).await });
-                    // Events first, as the lane publishes them before it answers.
-                    self.pump_events();
-                    queue.extend(self.cashier.update(Message::Replied(request, result)));
+                    if self.holding {
+                        self.held.push((request, command));
+                    } else {
+                        queue.extend(self.answer(request, command));
+                    }
                 }
                 Effect::EmulatorScan(code) => {
                     queue.extend(self.cashier.update(Message::PanelScan(code)));

@@ -28,18 +28,35 @@ pub fn scan_field_id() -> Id {
     Id::new(SCAN_FIELD)
 }
 
+/// The screen's field. While the screen is changing it takes no typing: the keys reach the
+/// screen as stray keys and are kept for the screen that follows.
 fn field<'a>(
+    state: &Cashier,
     placeholder: &str,
     value: &str,
     on_input: impl Fn(String) -> Message + 'a,
     on_submit: Message,
 ) -> iced::widget::TextInput<'a, Message> {
-    text_input(placeholder, value)
-        .id(scan_field_id())
-        .on_input(on_input)
-        .on_submit(on_submit)
-        .size(BODY_SIZE + 6)
-        .padding(10)
+    typing(
+        state,
+        text_input(placeholder, value).id(scan_field_id()),
+        on_input,
+        on_submit,
+    )
+}
+
+fn typing<'a>(
+    state: &Cashier,
+    input: iced::widget::TextInput<'a, Message>,
+    on_input: impl Fn(String) -> Message + 'a,
+    on_submit: Message,
+) -> iced::widget::TextInput<'a, Message> {
+    let input = input.size(BODY_SIZE + 6).padding(10);
+    if state.changing_screen.is_some() {
+        input
+    } else {
+        input.on_input(on_input).on_submit(on_submit)
+    }
 }
 
 fn key_button(label: &str, message: Message) -> Element<'_, Message> {
@@ -51,8 +68,12 @@ fn key_button(label: &str, message: Message) -> Element<'_, Message> {
 
 /// The cashier window.
 pub fn cashier(state: &Cashier) -> Element<'_, Message> {
+    // The widgets built here show the state as it is now; none is stale any more.
+    state.drawn();
     let body: Element<'_, Message> = match &state.screen {
-        Screen::SignIn { cashier_id, pin } => sign_in(state, cashier_id, pin),
+        Screen::SignIn {
+            cashier_id, pin, ..
+        } => sign_in(state, cashier_id, pin),
         Screen::OpenShift { float } => open_shift(state, float),
         Screen::Sale => sale(state),
         Screen::Cash { given } => cash(state, given),
@@ -82,18 +103,20 @@ pub fn cashier(state: &Cashier) -> Element<'_, Message> {
 
 fn sign_in<'a>(state: &'a Cashier, cashier_id: &'a str, pin: &'a str) -> Element<'a, Message> {
     let id_field = field(
+        state,
         state.t(Text::CashierId),
         cashier_id,
         |t| Message::SignIn(SignInMessage::CashierId(t)),
         Message::SignIn(SignInMessage::NextField),
     );
-    let pin_field = text_input(state.t(Text::Pin), pin)
-        .id(Id::new(PIN_FIELD))
-        .secure(true)
-        .on_input(|t| Message::SignIn(SignInMessage::Pin(t)))
-        .on_submit(Message::SignIn(SignInMessage::Submit))
-        .size(BODY_SIZE + 6)
-        .padding(10);
+    let pin_field = typing(
+        state,
+        text_input(state.t(Text::Pin), pin)
+            .id(Id::new(PIN_FIELD))
+            .secure(true),
+        |t| Message::SignIn(SignInMessage::Pin(t)),
+        Message::SignIn(SignInMessage::Submit),
+    );
     column![
         text(state.t(Text::SignInTitle)).size(TOTAL_SIZE / 2),
         text(state.t(Text::CashierId)).size(BODY_SIZE),
@@ -119,6 +142,7 @@ fn open_shift<'a>(state: &'a Cashier, float: &'a str) -> Element<'a, Message> {
         text(state.t(Text::OpenShiftTitle)).size(TOTAL_SIZE / 2),
         text(state.t(Text::OpeningFloat)).size(BODY_SIZE),
         field(
+            state,
             state.t(Text::OpeningFloat),
             float,
             |t| Message::Shift(ShiftMessage::Float(t)),
@@ -292,6 +316,7 @@ fn totals(state: &Cashier) -> Element<'_, Message> {
 fn sale(state: &Cashier) -> Element<'_, Message> {
     let mut left = column![
         field(
+            state,
             state.t(Text::ScanHint),
             &state.input,
             |t| Message::Sale(SaleMessage::Input(t)),
@@ -342,6 +367,7 @@ fn cash<'a>(state: &'a Cashier, given: &'a str) -> Element<'a, Message> {
         .size(TOTAL_SIZE),
         text(state.t(Text::CashGiven)).size(BODY_SIZE),
         field(
+            state,
             state.t(Text::CashGiven),
             given,
             |t| Message::Cash(CashMessage::Given(t)),
@@ -401,6 +427,7 @@ fn payment<'a>(state: &'a Cashier, screen: &'a PaymentScreen) -> Element<'a, Mes
         PayKind::WalletCode => {
             page = page.push(text(state.t(Text::WalletCodeHint)).size(BODY_SIZE));
             page = page.push(field(
+                state,
                 state.t(Text::WalletCodeHint),
                 &screen.input,
                 |t| Message::Payment(PaymentMessage::Input(t)),
@@ -410,6 +437,7 @@ fn payment<'a>(state: &'a Cashier, screen: &'a PaymentScreen) -> Element<'a, Mes
         PayKind::OfflineQr => {
             page = page.push(text(state.t(Text::OfflineQrHint)).size(BODY_SIZE));
             page = page.push(field(
+                state,
                 state.t(Text::OfflineQrHint),
                 &screen.input,
                 |t| Message::Payment(PaymentMessage::Input(t)),
@@ -437,6 +465,7 @@ fn payment<'a>(state: &'a Cashier, screen: &'a PaymentScreen) -> Element<'a, Mes
             );
             // The field keeps the keyboard (Enter picks Alipay).
             page = page.push(field(
+                state,
                 "",
                 &screen.input,
                 |t| Message::Payment(PaymentMessage::Input(t)),
@@ -467,6 +496,7 @@ fn refund<'a>(state: &'a Cashier, form: &'a crate::app::RefundForm) -> Element<'
     match &form.sale {
         None => {
             page = page.push(field(
+                state,
                 state.t(Text::ReceiptNo),
                 &form.receipt_no,
                 |t| Message::Refund(RefundMessage::ReceiptNo(t)),
@@ -519,6 +549,7 @@ fn refund<'a>(state: &'a Cashier, form: &'a crate::app::RefundForm) -> Element<'
             }
             page = page.push(text(state.t(Text::RefundAmount)).size(BODY_SIZE));
             page = page.push(field(
+                state,
                 state.t(Text::RefundAmount),
                 &form.amount,
                 |t| Message::Refund(RefundMessage::Amount(t)),
@@ -550,6 +581,7 @@ fn close_shift<'a>(state: &'a Cashier, counted: &'a str) -> Element<'a, Message>
         .size(BODY_SIZE + 8),
         text(state.t(Text::CountedCash)).size(BODY_SIZE),
         field(
+            state,
             state.t(Text::CountedCash),
             counted,
             |t| Message::Shift(ShiftMessage::Counted(t)),

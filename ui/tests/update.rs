@@ -7,8 +7,8 @@ use std::sync::Arc;
 use lanepay_agent::api::{Command, Event};
 use lanepay_agent::clock::ManualClock;
 use lanepay_ui::app::{
-    CashMessage, Effect, Key, Message, PayKind, PaymentMessage, RefundMessage, SaleMessage, Screen,
-    ShiftMessage, SignInMessage,
+    CashMessage, Effect, Key, Message, PayKind, PaymentMessage, RefundMessage, Request,
+    SaleMessage, Screen, ShiftMessage, SignInMessage, StrayKey,
 };
 use lanepay_ui::demo::{CustomerAction, WalletOutcome};
 use lanepay_ui::i18n::Locale;
@@ -76,6 +76,163 @@ fn sign_in_screen_takes_id_and_pin_and_says_what_is_wrong() {
         Some("Wang Fang 王芳")
     );
     assert!(h.cashier.notice.is_none());
+}
+
+/// Keys that reach no field (typed between a screen change and the focus arriving) go to the
+/// field the screen waits on, and the field gets the focus back.
+#[test]
+fn stray_keys_go_to_the_field_the_screen_waits_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    let stray = |h: &mut Harness, text: &str| {
+        h.send(Message::Stray(StrayKey::Text(text.into())));
+    };
+    stray(&mut h, "10");
+    stray(&mut h, "01");
+    assert_eq!(h.other_effects.last(), Some(&Effect::FocusScan));
+    h.send(Message::Stray(StrayKey::Enter));
+    // Enter on the cashier id moves on: focus the id field first, then the PIN.
+    assert_eq!(
+        h.other_effects[h.other_effects.len() - 2..],
+        [
+            Effect::FocusScan,
+            Effect::Focus(lanepay_ui::view::PIN_FIELD)
+        ]
+    );
+    stray(&mut h, "1234");
+    assert_eq!(
+        h.other_effects.last(),
+        Some(&Effect::Focus(lanepay_ui::view::PIN_FIELD))
+    );
+    h.send(Message::Stray(StrayKey::Enter));
+    assert_eq!(h.cashier.screen.name(), "open_shift");
+    stray(&mut h, "200");
+    h.send(Message::Stray(StrayKey::Enter));
+    assert_eq!(h.cashier.screen, Screen::Sale);
+    assert_eq!(h.cashier.shift.opening_float, "200.00");
+    // Stray keys, then the focus lands on the field's widget in the same frame: the widget
+    // still shows the text from before the stray keys and adds the next key to that.
+    h.send_same_frame(Message::Stray(StrayKey::Text("69".into())));
+    h.send_same_frame(Message::Stray(StrayKey::Text("3".into())));
+    h.send_same_frame(Message::Sale(SaleMessage::Input("0".into())));
+    h.send(Message::Sale(SaleMessage::Input("00".into())));
+    assert_eq!(h.cashier.input, "69300");
+    h.send(Message::Sale(SaleMessage::Input(String::new())));
+    // Half a barcode reached the field, the rest came stray: one scan of the whole code.
+    h.send(Message::Sale(SaleMessage::Input("690123".into())));
+    stray(&mut h, "4567892");
+    h.send(Message::Stray(StrayKey::Enter));
+    assert_eq!(
+        h.commands.last(),
+        Some(&Command::Scan {
+            code: "6901234567892".into()
+        })
+    );
+    assert_eq!(h.cashier.cart.lines.len(), 1);
+    assert_eq!(h.cashier.cart.total, "3.50");
+    // The card screen has no field: a stray key there does nothing.
+    h.send(Message::Key(Key::F(8)));
+    assert_eq!(payment_kind(&h), Some(PayKind::Card));
+    let commands_before = h.commands.len();
+    stray(&mut h, "7");
+    h.send(Message::Stray(StrayKey::Enter));
+    assert_eq!(h.commands.len(), commands_before);
+}
+
+/// Keys that reach a field after its Enter, before the screen is drawn again (the same batch
+/// of key events), arrive as edits adding to what that field showed: they are the next typing.
+#[test]
+fn keys_a_field_took_after_its_enter_are_the_next_typing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    // The cashier id's Enter, then the PIN and its Enter all reach the id field's widget
+    // before the screen is drawn again (the focus never got to the PIN field).
+    h.send(Message::SignIn(SignInMessage::CashierId("1001".into())));
+    h.send_same_frame(Message::SignIn(SignInMessage::NextField));
+    for pin_typed in ["10011", "100112", "1001123", "10011234"] {
+        h.send_same_frame(Message::SignIn(SignInMessage::CashierId(pin_typed.into())));
+    }
+    h.send(Message::SignIn(SignInMessage::NextField));
+    assert_eq!(h.cashier.screen.name(), "open_shift");
+    assert_eq!(
+        h.commands.last(),
+        Some(&Command::SignIn {
+            cashier_id: "1001".into(),
+            pin: "1234".into()
+        })
+    );
+    h.send(Message::Shift(ShiftMessage::Float("200".into())));
+    h.send(Message::Shift(ShiftMessage::Open));
+    // Two codes in one batch: the second is typed into the first one's widget.
+    let first = "6901234567892";
+    let second = "6930000000011";
+    h.send(Message::Sale(SaleMessage::Input(first.into())));
+    h.send_same_frame(Message::Sale(SaleMessage::Submit));
+    for end in 1..=second.len() {
+        let shown = format!("{first}{}", &second[..end]);
+        h.send_same_frame(Message::Sale(SaleMessage::Input(shown)));
+    }
+    h.send(Message::Sale(SaleMessage::Submit));
+    assert_eq!(
+        h.commands.last(),
+        Some(&Command::Scan {
+            code: second.into()
+        })
+    );
+    assert_eq!(h.cashier.cart.total, "16.40");
+    // Drawn again: a code that begins like the last one is a new code, not more keys.
+    h.send(Message::Sale(SaleMessage::Input(format!("{second}9"))));
+    assert_eq!(h.cashier.input, format!("{second}9"));
+}
+
+/// What the cashier types while a sign-in or the shift opening is on its way is kept for the
+/// screen that follows, in order; after a refusal it is dropped.
+#[test]
+fn keys_typed_while_the_screen_changes_go_to_the_next_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    let typed = |h: &mut Harness, text: &str| {
+        h.send(Message::Stray(StrayKey::Text(text.into())));
+        h.send(Message::Stray(StrayKey::Enter));
+    };
+    // A wrong PIN, and the float typed on before the answer: the float is not a PIN try.
+    h.hold_replies();
+    typed(&mut h, "1001");
+    typed(&mut h, "9999");
+    assert_eq!(h.cashier.changing_screen, Some(Request::SignIn));
+    typed(&mut h, "200");
+    assert_eq!(h.cashier.typeahead.len(), 2);
+    h.release();
+    assert_eq!(h.cashier.screen.name(), "sign_in");
+    assert!(h.cashier.notice.clone().unwrap().is_error);
+    assert!(h.cashier.typeahead.is_empty());
+    let sign_ins = |h: &Harness| {
+        h.commands
+            .iter()
+            .filter(|c| matches!(c, Command::SignIn { .. }))
+            .count()
+    };
+    assert_eq!(sign_ins(&h), 1);
+    // The PIN field has the focus again, the cashier id is kept.
+    assert_eq!(
+        h.other_effects.last(),
+        Some(&Effect::Focus(lanepay_ui::view::PIN_FIELD))
+    );
+    // The right PIN, then the float and two scans typed before any answer came.
+    h.hold_replies();
+    typed(&mut h, "1234");
+    typed(&mut h, "200");
+    // A second Enter on the PIN does not sign in twice.
+    assert_eq!(sign_ins(&h), 2);
+    typed(&mut h, "6901234567892");
+    typed(&mut h, "6930000000011");
+    h.release();
+    assert_eq!(h.cashier.screen, Screen::Sale);
+    assert_eq!(h.cashier.shift.opening_float, "200.00");
+    assert_eq!(h.cashier.cart.lines.len(), 2);
+    assert_eq!(h.cashier.cart.total, "16.40");
+    assert!(h.cashier.typeahead.is_empty());
+    assert_eq!(h.cashier.changing_screen, None);
 }
 
 #[test]

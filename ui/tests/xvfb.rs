@@ -1,5 +1,6 @@
 //! End to end under a virtual X display: the real `lanepay-ui` binary, real X key events
-//! from `xdotool` (as a scanner in keyboard mode sends them), a cash sale, then the lane's
+//! from `xdotool` (as a scanner in keyboard mode sends them, typed ahead of the screens), a
+//! cash sale, then the lane's
 //! journal read back from its SQLite file, and a screenshot kept under `target/` whose text
 //! is read back with OCR (`tesseract`): the "sale complete, change due" line is on screen.
 //!
@@ -216,14 +217,25 @@ fn a_cash_sale_typed_with_real_x_key_events_is_in_the_journal() {
     };
     xdotool(&display, &["windowfocus", "--sync", &window]);
 
-    type_line(&display, "1001");
-    type_line(&display, "1234");
-    wait_state(&state_file, "screen=open_shift");
-    type_line(&display, "200");
-    wait_state(&state_file, "screen=sale");
-    for code in ["6901234567892", "6901234567892", "6930000000011"] {
-        type_line(&display, code);
+    // Typed ahead without waiting for any screen: the cashier's sign-in, the opening float
+    // and three scans. The screen keeps what is typed while the lane answers and gives it to
+    // the screen that follows, so not a key is lost.
+    let typed_ahead = [
+        "1001",
+        "1234",
+        "200",
+        "6901234567892",
+        "6901234567892",
+        "6930000000011",
+    ];
+    let mut keys = Vec::new();
+    for line in typed_ahead {
+        keys.extend(line.chars().map(String::from));
+        keys.push("Return".to_string());
     }
+    let mut args = vec!["key", "--delay", "2"];
+    args.extend(keys.iter().map(String::as_str));
+    xdotool(&display, &args);
     wait_state(&state_file, "total=19.90");
     screenshot(&import, &display, &artifacts_dir().join("xvfb-cart.png"));
     xdotool(&display, &["key", "F5"]);
