@@ -42,10 +42,16 @@ pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
 /// A batch sent on the live channel whose result has not come back in this long is sent
 /// again (a message lost on the way, either way; re-sending is always safe).
 pub const RESULT_TIMEOUT: Duration = Duration::from_secs(4);
-/// Reconnect backoff: doubling from the first to the cap, with up to 50 % random jitter so a
+/// Reconnect backoff: doubling from the first to a cap, with up to 50 % random jitter so a
 /// store's lanes do not reconnect in lockstep after an outage.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(500);
-pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// The cap while the gateway cannot be reached: the screen must say "online" within 5 s of
+/// the network coming back, so the longest wait (cap and jitter, 3.75 s) stays under that.
+/// An attempt on a dead network costs a refused or timed-out TCP connect, nothing more.
+pub const BACKOFF_CAP_UNREACHABLE: Duration = Duration::from_millis(2_500);
+/// The cap when the gateway answered and refused (a revoked terminal, a journal that does not
+/// match, a local storage fault): trying often does not help there, and costs the gateway.
+pub const BACKOFF_CAP_REFUSED: Duration = Duration::from_secs(30);
 /// How often the lane re-checks its outbox when nothing else happens.
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Pushes kept for slow subscribers of [`UplinkHandle::pushes`] before they miss some.
@@ -194,17 +200,32 @@ pub async fn run_with_pushes(
                 }
             }
         };
-        if let Err(error) = outcome {
-            tracing::info!(%error, "gateway link down");
-            uplink.set_offline(&error);
-        }
+        let problem_kind = match outcome {
+            Err(error) => {
+                tracing::info!(%error, "gateway link down");
+                uplink.set_offline(&error);
+                error.kind()
+            }
+            // The session ended cleanly (shutdown) or the link dropped without an error.
+            Ok(()) => "unreachable",
+        };
+        backoff = backoff.min(backoff_cap(problem_kind));
         let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
         uplink
             .wait_offline(backoff + Duration::from_millis(jitter), &mut shutdown)
             .await;
-        backoff = (backoff * 2).min(BACKOFF_CAP);
+        backoff = (backoff * 2).min(backoff_cap(problem_kind));
     }
     Ok(())
+}
+
+/// How long the reconnect backoff may grow for this kind of trouble.
+fn backoff_cap(problem_kind: &str) -> Duration {
+    if problem_kind == "unreachable" {
+        BACKOFF_CAP_UNREACHABLE
+    } else {
+        BACKOFF_CAP_REFUSED
+    }
 }
 
 type Socket = lanepay_sync::client::WsStream;
@@ -785,6 +806,26 @@ mod tests {
             seen_at - started < Duration::from_secs(1),
             "the status bar heard at once, not after the backoff"
         );
+    }
+
+    #[test]
+    fn an_unreachable_gateway_is_tried_again_often_enough_to_show_online_within_five_seconds() {
+        let mut backoff = BACKOFF_FIRST;
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            waits.push(backoff.as_millis());
+            backoff = (backoff * 2).min(backoff_cap("unreachable"));
+        }
+        assert_eq!(waits, [500, 1_000, 2_000, 2_500, 2_500, 2_500]);
+        // The longest wait, with its jitter of up to half of it.
+        assert!(BACKOFF_CAP_UNREACHABLE * 3 / 2 < Duration::from_secs(5));
+        // Refused: the backoff grows on to half a minute.
+        let mut backoff = BACKOFF_FIRST;
+        for _ in 0..10 {
+            backoff = (backoff * 2).min(backoff_cap("refused"));
+        }
+        assert_eq!(backoff, Duration::from_secs(30));
+        assert_eq!(backoff_cap("journal_mismatch"), BACKOFF_CAP_REFUSED);
     }
 
     #[test]

@@ -30,7 +30,8 @@ const DEMO_GTINS: [&str; 5] = [
     "96385074",
 ];
 /// How long a sync that should happen may take on a busy CI machine (the lane's reconnect
-/// backoff is capped at 30 s plus jitter).
+/// backoff is capped at 2.5 s plus jitter while the gateway is unreachable, 30 s when it
+/// refused).
 pub(crate) const SYNC_DEADLINE: Duration = Duration::from_secs(60);
 /// How often state is polled while waiting for it.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
