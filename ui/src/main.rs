@@ -124,5 +124,6 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let shown = shell::run(options).context("the cashier screen failed");
     runtime.block_on(lane.stop());
     shown?;
+    println!("Lane stopped; everything it did is in its journal.");
     Ok(ExitCode::SUCCESS)
 }

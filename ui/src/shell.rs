@@ -61,6 +61,8 @@ pub enum ShellMessage {
     Stray(window::Id, StrayKey),
     WindowOpened(window::Id),
     WindowClosed(window::Id),
+    /// SIGTERM (a service manager stopping the lane) or SIGINT (Ctrl+C in a terminal).
+    StopRequested,
 }
 
 /// The running UI.
@@ -248,6 +250,11 @@ impl Shell {
                 self.run_effects(vec![Effect::FocusScan])
             }
             ShellMessage::WindowOpened(_) => Task::none(),
+            ShellMessage::StopRequested => {
+                // As closing the cashier window: the caller then stops the lane in order.
+                tracing::info!("asked to stop; closing the screen");
+                iced::exit()
+            }
             ShellMessage::WindowClosed(id) => {
                 if Some(id) == self.cashier_window {
                     // Closing the cashier screen ends the program; the lane's work is on disk.
@@ -315,6 +322,7 @@ impl Shell {
             iced::time::every(std::time::Duration::from_millis(TICK_MS))
                 .map(|_| ShellMessage::App(Message::Tick(system_now_ms()))),
             window::close_events().map(ShellMessage::WindowClosed),
+            Subscription::run(stop_signals),
         ])
     }
 }
@@ -380,6 +388,30 @@ fn stray_text(
     }
     let typed: String = text?.as_ref().chars().filter(|c| !c.is_control()).collect();
     (!typed.is_empty()).then_some(ShellMessage::Stray(window, StrayKey::Text(typed)))
+}
+
+/// The first SIGTERM or SIGINT, as a message. Without it a service manager's stop would kill
+/// the screen mid-update instead of stopping the lane's devices and link in order.
+fn stop_signals() -> impl iced::futures::Stream<Item = ShellMessage> + use<> {
+    use tokio::signal::unix::{SignalKind, signal};
+    iced::futures::stream::once(async {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut terminate), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(%error, "cannot listen for stop signals; they end the program at once");
+                std::future::pending::<()>().await;
+            }
+        }
+        ShellMessage::StopRequested
+    })
 }
 
 /// The lane handle as a subscription's identity: one event stream per terminal.

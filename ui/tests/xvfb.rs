@@ -177,7 +177,7 @@ fn a_cash_sale_typed_with_real_x_key_events_is_in_the_journal() {
     let data = dir.path().join("lane");
     let state_file = dir.path().join("state.txt");
     let log = std::fs::File::create(artifacts_dir().join("xvfb-app.log")).unwrap();
-    let _app = Killed(
+    let mut app = Killed(
         Command::new(env!("CARGO_BIN_EXE_lanepay-ui"))
             .args(["demo", "--language", "en", "--single-window", "--data"])
             .arg(&data)
@@ -186,7 +186,7 @@ fn a_cash_sale_typed_with_real_x_key_events_is_in_the_journal() {
             .env("DISPLAY", &display)
             .env("ICED_BACKEND", "tiny-skia")
             .env_remove("WAYLAND_DISPLAY")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .unwrap(),
@@ -302,4 +302,27 @@ fn a_cash_sale_typed_with_real_x_key_events_is_in_the_journal() {
             "the screen never switched to Chinese"
         );
     }
+
+    // A service manager's stop (SIGTERM): the screen closes, the lane stops in order, and the
+    // program says so and exits 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &app.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = app.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < WAIT_LIMIT,
+            "SIGTERM did not stop the app"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "stopped with {exit}");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut app.0.stdout.take().unwrap(), &mut said).unwrap();
+    assert!(said.contains("Lane stopped"), "{said}");
 }
