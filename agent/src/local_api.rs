@@ -133,6 +133,17 @@ async fn upgrade(
 
 async fn serve_client(mut socket: WebSocket, lane: LaneHandle) {
     let mut events = lane.subscribe();
+    // A screen that connects now learns at once whether the lane is online, how much waits to
+    // be sent, and so on, instead of showing "offline" until the link next changes.
+    if let Some(status) = lane.last_sync_status() {
+        let event = Event::SyncStatus(status);
+        if send_json(&mut socket, &Outgoing::Event { event: &event })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
     loop {
         tokio::select! {
             incoming = socket.recv() => {

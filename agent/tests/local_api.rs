@@ -20,6 +20,10 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn start_lane(dir: &std::path::Path) -> String {
+    start_lane_with_handle(dir).await.0
+}
+
+async fn start_lane_with_handle(dir: &std::path::Path) -> (String, service::LaneHandle) {
     let config = AgentConfig::new_default("T0001", "S001", "M1001", dir, TOKEN).unwrap();
     let conn = store::open(&store::db_path(dir), Durability::Full).unwrap();
     catalog::upsert(&conn, &catalog::demo_products()).unwrap();
@@ -34,11 +38,11 @@ async fn start_lane(dir: &std::path::Path) -> String {
     let address = listener.local_addr().unwrap();
     tokio::spawn(local_api::run(
         listener,
-        handle,
+        handle.clone(),
         TOKEN.to_string(),
         std::future::pending(),
     ));
-    format!("ws://{address}/v1/ws")
+    (format!("ws://{address}/v1/ws"), handle)
 }
 
 async fn connect(url: &str, token: Option<&str>) -> Result<Socket, tungstenite::Error> {
@@ -78,6 +82,31 @@ async fn call(socket: &mut Socket, id: u64, command: Value) -> (Value, Vec<Value
         .await
         .unwrap();
     reply_to(socket, id).await
+}
+
+/// A client that connects after the uplink last spoke hears its status first, not only at
+/// the next change (a screen opened while the lane is offline says so at once).
+#[tokio::test]
+async fn a_new_client_hears_the_last_sync_status_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, lane) = start_lane_with_handle(dir.path()).await;
+    lane.publish(lanepay_agent::api::Event::SyncStatus(
+        lanepay_agent::api::SyncStatusView {
+            online: false,
+            backlog: 7,
+            problem_kind: "unreachable".into(),
+            ..Default::default()
+        },
+    ));
+    let mut screen = connect(&url, Some(TOKEN)).await.unwrap();
+    let Message::Text(first) = screen.next().await.unwrap().unwrap() else {
+        panic!("not a text message");
+    };
+    let first: Value = serde_json::from_str(first.as_str()).unwrap();
+    assert_eq!(first["event"]["type"], "sync_status", "{first}");
+    assert_eq!(first["event"]["online"], false);
+    assert_eq!(first["event"]["backlog"], 7);
+    assert_eq!(first["event"]["problem_kind"], "unreachable");
 }
 
 #[tokio::test]
