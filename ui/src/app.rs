@@ -210,7 +210,7 @@ impl Part {
     fn write(&self, locale: Locale) -> String {
         match self {
             Part::Text(text) => locale.t(*text).to_string(),
-            Part::Step(words) => locale.step(words).to_string(),
+            Part::Step(words) => locale.lane_words(words),
             Part::Money(yuan) => locale.money(yuan),
             Part::Plain(text) => text.clone(),
         }
@@ -1115,10 +1115,11 @@ impl Cashier {
             Err(error) => {
                 // The lane's words are written for the cashier; the code is for programs. A
                 // refused scan was already shown with its code (the ScanRejected event).
+                let said = self.locale.lane_words(&error.message);
                 let shown = self
                     .notice
                     .as_ref()
-                    .is_some_and(|n| n.is_error && n.text.ends_with(&error.message));
+                    .is_some_and(|n| n.is_error && n.text.ends_with(&said));
                 if !shown {
                     self.error(vec![Part::Step(error.message)]);
                 }

@@ -28,12 +28,6 @@ impl Locale {
         }
     }
 
-    /// The lane's words for a payment's step ("waiting for customer to confirm", ...) in this
-    /// language; words the table does not know are shown as the lane wrote them.
-    pub fn step(self, words: &str) -> &str {
-        self.translated(STEP_WORDS_ZH, words)
-    }
-
     /// A device's name or state as the lane reports it ("printer", "ready") in this language.
     pub fn device_word(self, word: &str) -> &str {
         self.translated(DEVICE_WORDS_ZH, word)
@@ -58,6 +52,15 @@ impl Locale {
             Locale::ZhCn => zh,
         }
     }
+}
+
+/// A payment step's words ("waiting for customer to confirm", ...) in Chinese, when the
+/// table knows them (the lane's sentences: [`Locale::lane_words`]).
+pub(crate) fn step_words_zh(english: &str) -> Option<&'static str> {
+    STEP_WORDS_ZH
+        .iter()
+        .find(|(en, _)| *en == english)
+        .map(|(_, zh)| *zh)
 }
 
 /// The lane's payment step words (`PaymentAttempt::step_words`, the card request's) in
@@ -254,11 +257,11 @@ mod tests {
     #[test]
     fn payment_steps_are_translated_and_unknown_words_pass_through() {
         assert_eq!(
-            Locale::ZhCn.step("waiting for customer to confirm"),
+            Locale::ZhCn.lane_words("waiting for customer to confirm"),
             "等待顾客确认"
         );
-        assert_eq!(Locale::ZhCn.step("reversing"), "正在撤销");
-        assert_eq!(Locale::En.step("reversing"), "reversing");
-        assert_eq!(Locale::ZhCn.step("something new"), "something new");
+        assert_eq!(Locale::ZhCn.lane_words("reversing"), "正在撤销");
+        assert_eq!(Locale::En.lane_words("reversing"), "reversing");
+        assert_eq!(Locale::ZhCn.lane_words("something new"), "something new");
     }
 }

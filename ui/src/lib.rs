@@ -11,6 +11,7 @@ pub mod app;
 pub mod demo;
 pub mod fonts;
 pub mod i18n;
+pub mod lane_words;
 pub mod qr;
 pub mod shell;
 pub mod testing;

@@ -407,7 +407,7 @@ fn payment<'a>(state: &'a Cashier, screen: &'a PaymentScreen) -> Element<'a, Mes
     .spacing(12);
     if let Some(attempt) = &screen.attempt {
         // The lane's words for what is happening ("waiting for customer to confirm", ...).
-        page = page.push(text(state.locale.step(&attempt.step)).size(BODY_SIZE + 10));
+        page = page.push(text(state.locale.lane_words(&attempt.step)).size(BODY_SIZE + 10));
         if let Some(pan) = &attempt.masked_pan {
             page = page.push(text(pan.as_str()).size(BODY_SIZE));
         }

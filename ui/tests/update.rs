@@ -342,6 +342,53 @@ fn cash_screen_shows_change_as_typed_and_completes_the_sale() {
     assert_eq!(h.cashier.money(&sale.change), "30.10 元");
 }
 
+/// The lane's own refusals, as the real lane words them, read in Chinese on a Chinese screen
+/// (and in English again after F11): the screen's table follows the lane's wording.
+#[test]
+fn the_lanes_refusals_are_said_in_the_screens_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    h.send(Message::ToggleLocale);
+    assert_eq!(h.cashier.locale, Locale::ZhCn);
+    let notice = |h: &Harness| h.cashier.notice.clone().unwrap().text;
+    sign_in(&mut h, "9999");
+    assert_eq!(notice(&h), "收银员编号或密码错误；请检查后重试");
+    h.send(Message::Key(Key::F(11)));
+    assert_eq!(
+        notice(&h),
+        "cashier id or PIN is wrong; check them and try again"
+    );
+    h.send(Message::Key(Key::F(11)));
+    sign_in(&mut h, "1234");
+    h.send(Message::Shift(ShiftMessage::Float("abc".into())));
+    h.send(Message::Shift(ShiftMessage::Open));
+    assert_eq!(
+        notice(&h),
+        "备用金：`abc` 不是金额：请以元为单位，最多两位小数，例如 12.50"
+    );
+    h.send(Message::Shift(ShiftMessage::Float("200".into())));
+    h.send(Message::Shift(ShiftMessage::Open));
+    scan(&mut h, "6930011");
+    assert_eq!(
+        notice(&h),
+        "未加入 6930011: 6930011 不在商品目录中：请手工输入价格，或把商品放在一边"
+    );
+    scan(&mut h, "6901234567893");
+    assert!(
+        notice(&h).ends_with("校验位不符（误读）：请重新扫描"),
+        "{}",
+        notice(&h)
+    );
+    // Cash on an empty cart.
+    h.send(Message::Key(Key::F(5)));
+    h.send(Message::Cash(CashMessage::Submit));
+    assert!(
+        !notice(&h).chars().any(|c| c.is_ascii_lowercase()),
+        "{}",
+        notice(&h)
+    );
+}
+
 #[test]
 fn refund_screen_finds_by_receipt_qr_and_refunds_chosen_lines() {
     let dir = tempfile::tempdir().unwrap();
@@ -585,7 +632,9 @@ fn wallet_code_screen_counts_down_says_what_happens_and_cancels() {
     h.send(Message::Tick(START_MS + 31_000));
     assert_eq!(h.cashier.payment_seconds_left(), Some(0));
     assert_eq!(
-        h.cashier.locale.step("waiting for customer to confirm"),
+        h.cashier
+            .locale
+            .lane_words("waiting for customer to confirm"),
         "waiting for customer to confirm"
     );
     // Esc while the attempt is open asks the lane to cancel; the screen stays until it says.
@@ -690,7 +739,7 @@ fn card_screen_shows_the_reader_and_the_offline_room_left() {
         h.cashier.offline_room_line().as_deref(),
         Some("离线刷卡剩余额度: 单笔最多 500.00 元, 199 笔")
     );
-    assert_eq!(h.cashier.locale.step("tap card"), "请顾客挥卡");
+    assert_eq!(h.cashier.locale.lane_words("tap card"), "请顾客挥卡");
     // Full: the cashier is told what to do instead.
     h.send(Message::Lane(Event::SyncStatus(
         lanepay_agent::api::SyncStatusView {
