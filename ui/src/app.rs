@@ -1244,7 +1244,7 @@ impl Cashier {
     /// the end-to-end test read it back).
     pub fn state_text(&self) -> String {
         let mut text = format!(
-            "screen={}\nlocale={:?}\ncashier={}\nshift={}\nlines={}\ntotal={}\nremaining={}\n",
+            "screen={}\nlocale={:?}\ncashier={}\nshift={}\nlines={}\ntotal={}\nremaining={}\nonline={}\n",
             self.screen.name(),
             self.locale,
             self.shift.cashier_id.clone().unwrap_or_default(),
@@ -1252,6 +1252,7 @@ impl Cashier {
             self.cart.lines.len(),
             self.cart.total,
             self.cart.remaining,
+            self.sync.online,
         );
         if let Some(sale) = &self.last_sale {
             text.push_str(&format!(
