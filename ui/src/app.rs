@@ -1242,6 +1242,43 @@ impl Cashier {
 
     /// A plain-text account of what the screen shows (the `--state-file` debug output and
     /// the end-to-end test read it back).
+    /// The X or Z report as (label, value) rows in the screen's language; the lane's
+    /// `report_lines` are what the printer prints.
+    pub fn report_rows(&self, report: &ShiftView) -> Vec<(String, String)> {
+        let t = |text| self.t(text).to_string();
+        let time = |ms: Option<i64>| ms.map(lanepay_agent::lane::format_utc).unwrap_or_default();
+        let mut rows = vec![
+            (
+                t(Text::ShiftNo),
+                report.shift_id.clone().unwrap_or_default(),
+            ),
+            (
+                t(Text::Cashier),
+                report.shift_cashier_id.clone().unwrap_or_default(),
+            ),
+            (t(Text::OpenedAt), time(report.opened_at_ms)),
+        ];
+        if report.closed_at_ms.is_some() {
+            rows.push((t(Text::ClosedAt), time(report.closed_at_ms)));
+        }
+        rows.push((t(Text::SalesCount), report.sales_count.to_string()));
+        rows.push((t(Text::RefundsCount), report.refunds_count.to_string()));
+        for (method, amount) in &report.by_method {
+            rows.push((self.locale.lane_words(method), self.money(amount)));
+        }
+        rows.extend([
+            (t(Text::Float), self.money(&report.opening_float)),
+            (t(Text::CashIn), self.money(&report.cash_sales)),
+            (t(Text::CashOut), self.money(&report.cash_refunds)),
+            (t(Text::Expected), self.money(&report.expected)),
+        ]);
+        if let (Some(counted), Some(difference)) = (&report.counted, &report.difference) {
+            rows.push((t(Text::Counted), self.money(counted)));
+            rows.push((t(Text::Difference), self.money(difference)));
+        }
+        rows
+    }
+
     pub fn state_text(&self) -> String {
         let mut text = format!(
             "screen={}\nlocale={:?}\ncashier={}\nshift={}\nlines={}\ntotal={}\nremaining={}\nonline={}\n",

@@ -176,7 +176,16 @@ catalog! {
     Counted => "Counted", "实点";
     Difference => "Difference", "差额";
     CloseButton => "Enter  Close shift", "Enter  交班";
-    ReportTitle => "Shift report", "班次报表";
+    XReportTitle => "X report (shift so far)", "X 报表（本班至今）";
+    ZReportTitle => "Z report (shift closed)", "Z 报表（已交班）";
+    ShiftNo => "Shift", "班次";
+    OpenedAt => "Opened", "开班";
+    ClosedAt => "Closed", "交班";
+    SalesCount => "Sales", "销售笔数";
+    RefundsCount => "Refunds", "退款笔数";
+    Float => "Float", "备用金";
+    CashIn => "Cash in", "现金收入";
+    CashOut => "Cash refunded", "现金退款";
     PrintButton => "F9  Print", "F9  打印";
     ReportPrinted => "Report sent to the receipt printer", "报表已发送到小票打印机";
     BackButton => "Esc  Back", "Esc  返回";

@@ -605,22 +605,19 @@ fn report_screen<'a>(
     state: &'a Cashier,
     report: &'a lanepay_agent::api::ShiftView,
 ) -> Element<'a, Message> {
-    let mut lines = column![text(state.t(Text::ReportTitle)).size(TOTAL_SIZE / 2)].spacing(2);
-    for line in &report.report_lines {
-        lines = lines.push(text(line).font(iced::Font::MONOSPACE).size(BODY_SIZE));
-    }
-    if let (Some(counted), Some(difference)) = (&report.counted, &report.difference) {
+    let title = if report.closed_at_ms.is_some() {
+        Text::ZReportTitle
+    } else {
+        Text::XReportTitle
+    };
+    let mut lines = column![text(state.t(title)).size(TOTAL_SIZE / 2)].spacing(4);
+    for (label, value) in state.report_rows(report) {
         lines = lines.push(
-            text(format!(
-                "{} {}   {} {}   {} {}",
-                state.t(Text::Expected),
-                state.money(&report.expected),
-                state.t(Text::Counted),
-                state.money(counted),
-                state.t(Text::Difference),
-                state.money(difference)
-            ))
-            .size(BODY_SIZE + 4),
+            row![
+                text(label).size(BODY_SIZE).width(220),
+                text(value).size(BODY_SIZE + 2),
+            ]
+            .spacing(12),
         );
     }
     let back = row![

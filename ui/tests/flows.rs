@@ -142,9 +142,28 @@ fn a_cashier_day_sign_in_sell_cash_refund_close() {
     assert_shows(&h, "Expected ¥207.00");
     type_and_enter(&mut h, view::SCAN_FIELD, "206.50");
     assert_shows(&h, "Difference: -¥0.50 T0001-S00001");
-    assert_shows(&h, "Expected ¥207.00   Counted ¥206.50   Difference -¥0.50");
+    // The Z report, row by row.
+    assert_shows(&h, "Z report (shift closed)");
+    for shown in [
+        "Expected",
+        "¥207.00",
+        "Counted",
+        "¥206.50",
+        "Difference",
+        "-¥0.50",
+    ] {
+        assert_shows(&h, shown);
+    }
 
     // The same screen in Chinese.
     click(&mut h, "F11 中文");
-    assert_shows(&h, "班次报表");
+    for shown in [
+        "Z 报表（已交班）",
+        "差额",
+        "-0.50 元",
+        "现金退款",
+        "12.90 元",
+    ] {
+        assert_shows(&h, shown);
+    }
 }

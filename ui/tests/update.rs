@@ -475,6 +475,24 @@ fn close_shift_screen_shows_expected_and_the_z_report() {
     };
     assert_eq!(z.difference.as_deref(), Some("0.10"));
     assert!(z.report_lines[0].starts_with("Z REPORT"));
+    // On screen, the report in the screen's language.
+    let z = z.clone();
+    h.send(Message::ToggleLocale);
+    let rows = h.cashier.report_rows(&z);
+    for row in [
+        ("销售笔数", "1"),
+        ("现金", "12.90 元"),
+        ("备用金", "200.00 元"),
+        ("应有", "212.90 元"),
+        ("实点", "213.00 元"),
+        ("差额", "0.10 元"),
+    ] {
+        assert!(
+            rows.contains(&(row.0.to_string(), row.1.to_string())),
+            "{row:?} not in {rows:?}"
+        );
+    }
+    h.send(Message::ToggleLocale);
     // F9 prints the Z report: the lane sends its lines to the devices and the screen stays.
     h.send(Message::Key(Key::F(9)));
     assert_eq!(h.cashier.screen.name(), "report");
