@@ -50,6 +50,10 @@ fn run_screen(ui: &Path, data: &Path) -> anyhow::Result<ExitCode> {
         .arg(data)
         .status()
         .with_context(|| format!("cannot start {}", ui.display()))?;
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        // It printed nothing: say what happened to it.
+        anyhow::bail!("{} was stopped by signal {signal}", ui.display());
+    }
     Ok(if status.success() {
         ExitCode::SUCCESS
     } else {
