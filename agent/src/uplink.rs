@@ -45,8 +45,9 @@ pub const RESULT_TIMEOUT: Duration = Duration::from_secs(4);
 /// Reconnect backoff: doubling from the first to a cap, with up to 50 % random jitter so a
 /// store's lanes do not reconnect in lockstep after an outage.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(500);
-/// The cap while the gateway cannot be reached: the screen must say "online" within 5 s of
-/// the network coming back, so the longest wait (cap and jitter, 3.75 s) stays under that.
+/// The cap while the gateway cannot be reached or says it is busy: the screen must say
+/// "online" within 5 s of the network coming back, so the longest wait (cap and jitter,
+/// 3.75 s) stays under that (an attempt already timing out on a silent network comes first).
 /// An attempt on a dead network costs a refused or timed-out TCP connect, nothing more.
 pub const BACKOFF_CAP_UNREACHABLE: Duration = Duration::from_millis(2_500);
 /// The cap when the gateway answered and refused (a revoked terminal, a journal that does not
@@ -200,28 +201,33 @@ pub async fn run_with_pushes(
                 }
             }
         };
-        let problem_kind = match outcome {
+        let cap = match outcome {
             Err(error) => {
                 tracing::info!(%error, "gateway link down");
                 uplink.set_offline(&error);
-                error.kind()
+                backoff_cap(&error)
             }
             // The session ended cleanly (shutdown) or the link dropped without an error.
-            Ok(()) => "unreachable",
+            Ok(()) => BACKOFF_CAP_UNREACHABLE,
         };
-        backoff = backoff.min(backoff_cap(problem_kind));
+        backoff = backoff.min(cap);
         let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
         uplink
             .wait_offline(backoff + Duration::from_millis(jitter), &mut shutdown)
             .await;
-        backoff = (backoff * 2).min(backoff_cap(problem_kind));
+        backoff = (backoff * 2).min(cap);
     }
     Ok(())
 }
 
 /// How long the reconnect backoff may grow for this kind of trouble.
-fn backoff_cap(problem_kind: &str) -> Duration {
-    if problem_kind == "unreachable" {
+fn backoff_cap(error: &UplinkError) -> Duration {
+    let transient = match error {
+        // A gateway that is restarting answers 502, 503 or 429 through its proxy for a while.
+        UplinkError::Client(client) => client.is_transient(),
+        other => other.kind() == "unreachable",
+    };
+    if transient {
         BACKOFF_CAP_UNREACHABLE
     } else {
         BACKOFF_CAP_REFUSED
@@ -810,22 +816,34 @@ mod tests {
 
     #[test]
     fn an_unreachable_gateway_is_tried_again_often_enough_to_show_online_within_five_seconds() {
+        let unreachable = UplinkError::Client(ClientError::Unreachable("refused".into()));
         let mut backoff = BACKOFF_FIRST;
         let mut waits = Vec::new();
         for _ in 0..6 {
             waits.push(backoff.as_millis());
-            backoff = (backoff * 2).min(backoff_cap("unreachable"));
+            backoff = (backoff * 2).min(backoff_cap(&unreachable));
         }
         assert_eq!(waits, [500, 1_000, 2_000, 2_500, 2_500, 2_500]);
         // The longest wait, with its jitter of up to half of it.
         assert!(BACKOFF_CAP_UNREACHABLE * 3 / 2 < Duration::from_secs(5));
-        // Refused: the backoff grows on to half a minute.
-        let mut backoff = BACKOFF_FIRST;
-        for _ in 0..10 {
-            backoff = (backoff * 2).min(backoff_cap("refused"));
-        }
-        assert_eq!(backoff, Duration::from_secs(30));
-        assert_eq!(backoff_cap("journal_mismatch"), BACKOFF_CAP_REFUSED);
+        assert_eq!(backoff_cap(&UplinkError::Silent), BACKOFF_CAP_UNREACHABLE);
+        // A gateway restarting behind its proxy answers 502 or 503 for a while: transient.
+        let restarting = UplinkError::Client(ClientError::Refused {
+            status: 503,
+            message: "restarting".into(),
+        });
+        assert_eq!(backoff_cap(&restarting), BACKOFF_CAP_UNREACHABLE);
+        // Refused for good (a revoked terminal, a journal that does not match): half a minute.
+        let revoked = UplinkError::Client(ClientError::Refused {
+            status: 403,
+            message: "revoked".into(),
+        });
+        assert_eq!(backoff_cap(&revoked), Duration::from_secs(30));
+        let mismatch = UplinkError::Rejected {
+            seq: 3,
+            reason: "bad hash".into(),
+        };
+        assert_eq!(backoff_cap(&mismatch), BACKOFF_CAP_REFUSED);
     }
 
     #[test]

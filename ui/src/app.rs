@@ -256,6 +256,18 @@ impl Request {
                 | Request::Refund
         )
     }
+
+    /// The field of the screen this command leads to when all goes as usual; the keys typed
+    /// ahead are meant for it and for nothing else.
+    pub fn leads_to(self) -> Option<FieldKind> {
+        match self {
+            Request::SignIn => Some(FieldKind::Float),
+            Request::SignOut => Some(FieldKind::CashierId),
+            Request::OpenShift | Request::TenderCash | Request::Refund => Some(FieldKind::SaleCode),
+            Request::FindSale => Some(FieldKind::RefundAmount),
+            _ => None,
+        }
+    }
 }
 
 /// A key the screen reacts to wherever focus is.
@@ -385,6 +397,8 @@ pub struct Cashier {
     pub typeahead: std::collections::VecDeque<StrayKey>,
     /// Field widgets that show an older text, until the screen is drawn again.
     pub(crate) stale_fields: Vec<StaleField>,
+    /// The draw during which typed-ahead keys were dropped (stray keys of that frame go too).
+    pub(crate) typeahead_dropped_at: Option<u64>,
     /// How often the cashier window was drawn (see [`Cashier::drawn`]).
     pub(crate) draws: std::cell::Cell<u64>,
     /// The last completed sale's tender (change and "thank you" on both screens).
@@ -449,6 +463,7 @@ impl Cashier {
             changing_screen: None,
             typeahead: std::collections::VecDeque::new(),
             stale_fields: Vec::new(),
+            typeahead_dropped_at: None,
             draws: std::cell::Cell::new(0),
         }
     }
@@ -545,12 +560,16 @@ impl Cashier {
                     return self.replied(request, result);
                 }
                 self.changing_screen = None;
-                if result.is_err() {
-                    // The cashier must read why first; what was typed was meant for a screen
-                    // that did not come (a PIN typed on would count as another wrong try).
-                    self.typeahead.clear();
-                }
+                let refused = result.is_err();
                 let mut effects = self.replied(request, result);
+                let came = self.active_field().map(|field| field.kind);
+                if refused || came != request.leads_to() {
+                    // What was typed was meant for a screen that did not come: after a refusal
+                    // the cashier reads why first (a float typed on would be another PIN try);
+                    // after a part payment the cash screen is back, where a code typed for
+                    // the next sale would be taken as cash.
+                    self.drop_typeahead();
+                }
                 effects.extend(self.replay_typeahead());
                 effects
             }
@@ -1240,8 +1259,6 @@ impl Cashier {
             .filter(|skew| skew.abs() > CLOCK_SKEW_WARN_MS)
     }
 
-    /// A plain-text account of what the screen shows (the `--state-file` debug output and
-    /// the end-to-end test read it back).
     /// The X or Z report as (label, value) rows in the screen's language; the lane's
     /// `report_lines` are what the printer prints.
     pub fn report_rows(&self, report: &ShiftView) -> Vec<(String, String)> {
@@ -1279,6 +1296,8 @@ impl Cashier {
         rows
     }
 
+    /// A plain-text account of what the screen shows (the `--state-file` debug output and
+    /// the end-to-end test read it back).
     pub fn state_text(&self) -> String {
         let mut text = format!(
             "screen={}\nlocale={:?}\ncashier={}\nshift={}\nlines={}\ntotal={}\nremaining={}\nonline={}\n",

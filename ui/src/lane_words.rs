@@ -35,6 +35,12 @@ const PART_WORDS_ZH: &[(&str, &str)] = &[
     ("pay", "付款"),
     ("void", "作废"),
     ("refund", "退款"),
+    ("offline_qr", "离线二维码"),
+    ("stored", "已离线保存"),
+    ("reversed", "已撤销"),
+    ("closed", "已关闭"),
+    ("declined", "已被拒"),
+    ("failed", "已失败"),
 ];
 
 /// (the lane's English, 简体中文); `{}` stands for a part, in the same order in both.
@@ -304,6 +310,9 @@ const LANE_MESSAGES_ZH: &[(&str, &str)] = &[
         "支付已撤销，未扣款",
     ),
     ("the order was closed unpaid", "订单已关闭，未付款"),
+    ("the payment was reversed", "支付已撤销"),
+    ("the order was closed", "订单已关闭"),
+    ("the payment failed", "支付失败"),
     // Refunds.
     (
         "no sale with receipt number {} on this lane",
@@ -343,9 +352,12 @@ fn zh(english: &str, nesting: u8) -> Option<String> {
     }
     LANE_MESSAGES_ZH.iter().find_map(|(template, zh_template)| {
         let parts = parts_of(template, english)?;
-        let parts = parts
-            .into_iter()
-            .map(|part| zh(part, nesting + 1).unwrap_or_else(|| part.to_string()));
+        // A part in backticks is what the cashier typed: shown as typed, never translated.
+        let verbatim = template.split("{}").map(|piece| piece.ends_with('`'));
+        let parts = parts.into_iter().zip(verbatim).map(|(part, verbatim)| {
+            let translated = (!verbatim).then(|| zh(part, nesting + 1)).flatten();
+            translated.unwrap_or_else(|| part.to_string())
+        });
         Some(fill(zh_template, parts))
     })
 }
@@ -421,6 +433,15 @@ mod tests {
             "收银台离线，无法保存这笔刷卡：600.00 超过每笔离线刷卡限额 500.00。请收现金或出示离线二维码"
         );
         assert_eq!(Locale::ZhCn.lane_words("reversing"), "正在撤销");
+        assert_eq!(
+            Locale::ZhCn.lane_words("this payment is reversed: there is nothing to cancel"),
+            "这笔支付已撤销：没有可取消的"
+        );
+        // What the cashier typed stays as typed, even when it is a word the tables know.
+        assert_eq!(
+            Locale::ZhCn.lane_words("amount: `cash` is not a number"),
+            "金额：`cash` 不是数字"
+        );
     }
 
     #[test]

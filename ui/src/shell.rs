@@ -364,6 +364,9 @@ fn key_message(
             Named::Enter if status == iced::event::Status::Ignored => {
                 return Some(ShellMessage::Stray(window, StrayKey::Enter));
             }
+            Named::Backspace if status == iced::event::Status::Ignored => {
+                return Some(ShellMessage::Stray(window, StrayKey::Backspace));
+            }
             _ => return stray_text(status, modifiers, text, window),
         },
         _ => return stray_text(status, modifiers, text, window),
@@ -510,7 +513,7 @@ mod tests {
         // A focused field took them: nothing more to do.
         assert!(key_message(character("7"), Status::Captured, window).is_none());
         assert!(key_message(enter, Status::Captured, window).is_none());
-        // Shortcuts and control characters are not typing.
+        // Shortcuts and control characters are not typing; Backspace is.
         let copy = pressed(
             iced::keyboard::Key::Character("c".into()),
             Some("c"),
@@ -524,7 +527,11 @@ mod tests {
             Modifiers::empty(),
             false,
         );
-        assert!(key_message(backspace, Status::Ignored, window).is_none());
+        assert_eq!(
+            stray(key_message(backspace.clone(), Status::Ignored, window)),
+            Some((window, StrayKey::Backspace))
+        );
+        assert!(key_message(backspace, Status::Captured, window).is_none());
     }
 
     #[test]

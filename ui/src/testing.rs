@@ -130,6 +130,7 @@ impl Harness {
             let effects = self.answer(request, command);
             self.run(effects);
         }
+        self.cashier.drawn();
     }
 
     /// Runs one lane command and shows the screen its events, then its reply.

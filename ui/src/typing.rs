@@ -19,6 +19,7 @@ pub const MAX_TYPEAHEAD_KEYS: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StrayKey {
     Text(String),
+    Backspace,
     Enter,
 }
 
@@ -132,6 +133,11 @@ impl Cashier {
             self.keep_typeahead(key);
             return Vec::new();
         }
+        if self.typeahead_dropped_at == Some(self.draws.get()) {
+            // Typed before the refusal was on screen: still meant for the screen that did not
+            // come.
+            return Vec::new();
+        }
         let Some(field) = self.active_field() else {
             return Vec::new();
         };
@@ -144,9 +150,21 @@ impl Cashier {
                 self.mark_stale(field.kind, field.value);
                 self.dispatch(field.kind.edit(typed))
             }
+            StrayKey::Backspace => {
+                let mut typed = field.value.clone();
+                typed.pop();
+                self.mark_stale(field.kind, field.value);
+                self.dispatch(field.kind.edit(typed))
+            }
             StrayKey::Enter => self.submit_field(field.kind.submit()),
         });
         effects
+    }
+
+    /// Forgets the keys typed ahead, and the stray keys still arriving before the next draw.
+    pub(crate) fn drop_typeahead(&mut self) {
+        self.typeahead.clear();
+        self.typeahead_dropped_at = Some(self.draws.get());
     }
 
     fn keep_typeahead(&mut self, key: StrayKey) {
@@ -193,14 +211,23 @@ impl Cashier {
         text: String,
         message: Message,
     ) -> Vec<Effect> {
-        if let Some(stale) = self.stale_widget(kind)
-            && let Some(added) = text.strip_prefix(stale.shown.as_str())
-            && !added.is_empty()
-        {
-            let added = added.to_string();
-            stale.shown = text;
-            stale.took_keys = true;
-            return self.stray_key(StrayKey::Text(added));
+        if let Some(stale) = self.stale_widget(kind) {
+            if let Some(added) = text.strip_prefix(stale.shown.as_str())
+                && !added.is_empty()
+            {
+                let added = added.to_string();
+                stale.shown = text;
+                stale.took_keys = true;
+                return self.stray_key(StrayKey::Text(added));
+            }
+            // Backspace in the stale widget: one character fewer than it showed.
+            if stale.shown.starts_with(text.as_str())
+                && stale.shown.chars().count() == text.chars().count() + 1
+            {
+                stale.shown = text;
+                stale.took_keys = true;
+                return self.stray_key(StrayKey::Backspace);
+            }
         }
         if self.changing_screen.is_some() {
             // The old screen's field: nothing typed there matters any more.

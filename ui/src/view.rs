@@ -412,7 +412,11 @@ fn payment<'a>(state: &'a Cashier, screen: &'a PaymentScreen) -> Element<'a, Mes
             page = page.push(text(pan.as_str()).size(BODY_SIZE));
         }
         if let Some(message) = &attempt.message {
-            page = page.push(text(message.as_str()).size(BODY_SIZE).color(ERROR_RED));
+            page = page.push(
+                text(state.locale.lane_words(message))
+                    .size(BODY_SIZE)
+                    .color(ERROR_RED),
+            );
         }
         if let Some(seconds) = state.payment_seconds_left() {
             page = page.push(
