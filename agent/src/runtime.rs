@@ -163,3 +163,21 @@ pub fn emulate_all_devices(config: &mut AgentConfig) {
     devices.printer.driver = PrinterDriver::Emulator;
     devices.nfc.driver = NfcDriver::Emulator;
 }
+
+/// Returns at the first SIGTERM (a service manager's stop) or SIGINT (Ctrl+C). Without a
+/// SIGTERM handler it waits for Ctrl+C alone, and says so.
+pub async fn stop_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "no SIGTERM handler; stop with ctrl-c");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

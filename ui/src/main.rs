@@ -125,18 +125,9 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     // A second SIGTERM or Ctrl+C while the lane stops ends the program at once (the first was
     // taken by the screen; the journal is safe either way).
     runtime.spawn(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let (Ok(mut terminate), Ok(mut interrupt)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = interrupt.recv() => {}
-            }
-            eprintln!("lanepay-ui: asked again to stop; stopping now");
-            std::process::exit(1);
-        }
+        lanepay_agent::runtime::stop_signal().await;
+        eprintln!("lanepay-ui: asked again to stop; stopping now");
+        std::process::exit(1);
     });
     runtime.block_on(lane.stop());
     shown?;

@@ -396,23 +396,8 @@ fn stray_text(
 /// The first SIGTERM or SIGINT, as a message. Without it a service manager's stop would kill
 /// the screen mid-update instead of stopping the lane's devices and link in order.
 fn stop_signals() -> impl iced::futures::Stream<Item = ShellMessage> + use<> {
-    use tokio::signal::unix::{SignalKind, signal};
     iced::futures::stream::once(async {
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut terminate), Ok(mut interrupt)) => {
-                tokio::select! {
-                    _ = terminate.recv() => {}
-                    _ = interrupt.recv() => {}
-                }
-            }
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::warn!(%error, "cannot listen for stop signals; they end the program at once");
-                std::future::pending::<()>().await;
-            }
-        }
+        lanepay_agent::runtime::stop_signal().await;
         ShellMessage::StopRequested
     })
 }

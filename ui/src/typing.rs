@@ -89,7 +89,8 @@ pub(crate) struct ActiveField {
 }
 
 impl FieldKind {
-    fn edit(self, text: String) -> Message {
+    /// The message an edit of this field sends.
+    pub(crate) fn edit(self, text: String) -> Message {
         match self {
             FieldKind::CashierId => Message::SignIn(SignInMessage::CashierId(text)),
             FieldKind::Pin => Message::SignIn(SignInMessage::Pin(text)),
@@ -103,7 +104,8 @@ impl FieldKind {
         }
     }
 
-    fn submit(self) -> Message {
+    /// The message Enter in this field sends.
+    pub(crate) fn submit(self) -> Message {
         match self {
             FieldKind::CashierId => Message::SignIn(SignInMessage::NextField),
             FieldKind::Pin => Message::SignIn(SignInMessage::Submit),
@@ -143,21 +145,21 @@ impl Cashier {
         };
         // Focus first: what the key does may move the focus on (Enter on the cashier id).
         let mut effects = vec![field.kind.focus()];
-        effects.extend(match key {
-            // Straight to the screen: this text is already what the stale widget added.
-            StrayKey::Text(text) => {
-                let typed = format!("{}{text}", field.value);
-                self.mark_stale(field.kind, field.value);
-                self.dispatch(field.kind.edit(typed))
+        let typed = match key {
+            StrayKey::Enter => {
+                effects.extend(self.submit_field(field.kind.submit()));
+                return effects;
             }
+            StrayKey::Text(text) => format!("{}{text}", field.value),
             StrayKey::Backspace => {
                 let mut typed = field.value.clone();
                 typed.pop();
-                self.mark_stale(field.kind, field.value);
-                self.dispatch(field.kind.edit(typed))
+                typed
             }
-            StrayKey::Enter => self.submit_field(field.kind.submit()),
-        });
+        };
+        // Straight to the screen: this is already what the stale widget added or removed.
+        self.mark_stale(field.kind, field.value);
+        effects.extend(self.dispatch(field.kind.edit(typed)));
         effects
     }
 

@@ -10,6 +10,7 @@ use crate::app::{
 };
 use crate::demo::{CustomerAction, WalletOutcome};
 use crate::i18n::Text;
+use crate::typing::FieldKind;
 
 /// The id of the one input field of each screen; it always has focus.
 pub const SCAN_FIELD: &str = "scan-field";
@@ -32,30 +33,30 @@ pub fn scan_field_id() -> Id {
 /// screen as stray keys and are kept for the screen that follows.
 fn field<'a>(
     state: &Cashier,
+    kind: FieldKind,
     placeholder: &str,
     value: &str,
-    on_input: impl Fn(String) -> Message + 'a,
-    on_submit: Message,
 ) -> iced::widget::TextInput<'a, Message> {
     typing(
         state,
+        kind,
         text_input(placeholder, value).id(scan_field_id()),
-        on_input,
-        on_submit,
     )
 }
 
+/// A field's size, and what its edits and Enter send (nothing while the screen changes).
 fn typing<'a>(
     state: &Cashier,
+    kind: FieldKind,
     input: iced::widget::TextInput<'a, Message>,
-    on_input: impl Fn(String) -> Message + 'a,
-    on_submit: Message,
 ) -> iced::widget::TextInput<'a, Message> {
     let input = input.size(BODY_SIZE + 6).padding(10);
     if state.changing_screen.is_some() {
         input
     } else {
-        input.on_input(on_input).on_submit(on_submit)
+        input
+            .on_input(move |t| kind.edit(t))
+            .on_submit(kind.submit())
     }
 }
 
@@ -104,18 +105,16 @@ pub fn cashier(state: &Cashier) -> Element<'_, Message> {
 fn sign_in<'a>(state: &'a Cashier, cashier_id: &'a str, pin: &'a str) -> Element<'a, Message> {
     let id_field = field(
         state,
+        FieldKind::CashierId,
         state.t(Text::CashierId),
         cashier_id,
-        |t| Message::SignIn(SignInMessage::CashierId(t)),
-        Message::SignIn(SignInMessage::NextField),
     );
     let pin_field = typing(
         state,
+        FieldKind::Pin,
         text_input(state.t(Text::Pin), pin)
             .id(Id::new(PIN_FIELD))
             .secure(true),
-        |t| Message::SignIn(SignInMessage::Pin(t)),
-        Message::SignIn(SignInMessage::Submit),
     );
     column![
         text(state.t(Text::SignInTitle)).size(TOTAL_SIZE / 2),
@@ -141,13 +140,7 @@ fn open_shift<'a>(state: &'a Cashier, float: &'a str) -> Element<'a, Message> {
     column![
         text(state.t(Text::OpenShiftTitle)).size(TOTAL_SIZE / 2),
         text(state.t(Text::OpeningFloat)).size(BODY_SIZE),
-        field(
-            state,
-            state.t(Text::OpeningFloat),
-            float,
-            |t| Message::Shift(ShiftMessage::Float(t)),
-            Message::Shift(ShiftMessage::Open),
-        ),
+        field(state, FieldKind::Float, state.t(Text::OpeningFloat), float,),
         row![
             key_button(
                 state.t(Text::OpenShiftButton),
@@ -317,10 +310,9 @@ fn sale(state: &Cashier) -> Element<'_, Message> {
     let mut left = column![
         field(
             state,
+            FieldKind::SaleCode,
             state.t(Text::ScanHint),
             &state.input,
-            |t| Message::Sale(SaleMessage::Input(t)),
-            Message::Sale(SaleMessage::Submit),
         ),
         cart_table(state),
     ]
@@ -366,13 +358,7 @@ fn cash<'a>(state: &'a Cashier, given: &'a str) -> Element<'a, Message> {
         ))
         .size(TOTAL_SIZE),
         text(state.t(Text::CashGiven)).size(BODY_SIZE),
-        field(
-            state,
-            state.t(Text::CashGiven),
-            given,
-            |t| Message::Cash(CashMessage::Given(t)),
-            Message::Cash(CashMessage::Submit),
-        ),
+        field(state, FieldKind::CashGiven, state.t(Text::CashGiven), given,),
         change,
         row![
             key_button(
@@ -432,20 +418,18 @@ fn payment<'a>(state: &'a Cashier, screen: &'a PaymentScreen) -> Element<'a, Mes
             page = page.push(text(state.t(Text::WalletCodeHint)).size(BODY_SIZE));
             page = page.push(field(
                 state,
+                FieldKind::PaymentCode,
                 state.t(Text::WalletCodeHint),
                 &screen.input,
-                |t| Message::Payment(PaymentMessage::Input(t)),
-                Message::Payment(PaymentMessage::Submit),
             ));
         }
         PayKind::OfflineQr => {
             page = page.push(text(state.t(Text::OfflineQrHint)).size(BODY_SIZE));
             page = page.push(field(
                 state,
+                FieldKind::PaymentCode,
                 state.t(Text::OfflineQrHint),
                 &screen.input,
-                |t| Message::Payment(PaymentMessage::Input(t)),
-                Message::Payment(PaymentMessage::Submit),
             ));
         }
         PayKind::DynamicQr if screen.attempt.is_none() => {
@@ -468,13 +452,7 @@ fn payment<'a>(state: &'a Cashier, screen: &'a PaymentScreen) -> Element<'a, Mes
                 .spacing(8),
             );
             // The field keeps the keyboard (Enter picks Alipay).
-            page = page.push(field(
-                state,
-                "",
-                &screen.input,
-                |t| Message::Payment(PaymentMessage::Input(t)),
-                Message::Payment(PaymentMessage::Submit),
-            ));
+            page = page.push(field(state, FieldKind::PaymentCode, "", &screen.input));
         }
         PayKind::Card => {
             page = page.push(text(state.card_reader_line()).size(BODY_SIZE));
@@ -501,10 +479,9 @@ fn refund<'a>(state: &'a Cashier, form: &'a crate::app::RefundForm) -> Element<'
         None => {
             page = page.push(field(
                 state,
+                FieldKind::ReceiptNo,
                 state.t(Text::ReceiptNo),
                 &form.receipt_no,
-                |t| Message::Refund(RefundMessage::ReceiptNo(t)),
-                Message::Refund(RefundMessage::Find),
             ));
             page = page.push(
                 row![
@@ -554,10 +531,9 @@ fn refund<'a>(state: &'a Cashier, form: &'a crate::app::RefundForm) -> Element<'
             page = page.push(text(state.t(Text::RefundAmount)).size(BODY_SIZE));
             page = page.push(field(
                 state,
+                FieldKind::RefundAmount,
                 state.t(Text::RefundAmount),
                 &form.amount,
-                |t| Message::Refund(RefundMessage::Amount(t)),
-                Message::Refund(RefundMessage::Submit),
             ));
             page = page.push(
                 row![
@@ -586,10 +562,9 @@ fn close_shift<'a>(state: &'a Cashier, counted: &'a str) -> Element<'a, Message>
         text(state.t(Text::CountedCash)).size(BODY_SIZE),
         field(
             state,
+            FieldKind::Counted,
             state.t(Text::CountedCash),
             counted,
-            |t| Message::Shift(ShiftMessage::Counted(t)),
-            Message::Shift(ShiftMessage::Close),
         ),
         row![
             key_button(

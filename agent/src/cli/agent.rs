@@ -73,26 +73,10 @@ async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()>
         listener,
         lane.handle.clone(),
         config.local_api.token().to_string(),
-        shutdown_signal(),
+        lanepay_agent::runtime::stop_signal(),
     )
     .await?;
     lane.stop().await?;
     tracing::info!("lane stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "no SIGTERM handler; stop with ctrl-c");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
 }
